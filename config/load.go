@@ -1,0 +1,317 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"reflect"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+)
+
+// ErrHelp is returned by Load when --help or -h was given; the caller prints
+// Usage and exits 0.
+var ErrHelp = errors.New("help requested")
+
+// Flags that are not settings of Config: they have no file key, and Load
+// reads them from the flag set rather than through viper.
+const (
+	flagConfig     = "config"
+	flagHelp       = "help"
+	flagListen     = "listen"
+	flagMasterName = "master-name"
+)
+
+// Load builds a Config from args (without the program name), the environment
+// as read by getenv (nil means an empty environment) and, when --config or
+// SENTINEL_PROXY_CONFIG names one, a YAML file. Precedence, highest first:
+// flags given on the command line, environment variables (empty ones are
+// ignored), the file, Default().
+//
+// --listen and --master-name (or their environment variables) are the quick
+// form of one group: if the file has a group with that master name, --listen
+// replaces its listen address; otherwise the group is appended to the file's.
+//
+// Load fails on what it cannot decode (bad flags, unreadable file, a value of
+// the wrong type). It does not validate: unknown keys and the like are kept
+// for Validate, which the caller must call, so that every problem is listed
+// together. It returns ErrHelp when --help or -h was given.
+func Load(args []string, getenv func(string) string) (Config, error) {
+	if getenv == nil {
+		getenv = func(string) string { return "" }
+	}
+	fs := newFlagSet()
+	if err := fs.Parse(args); err != nil {
+		return Config{}, fmt.Errorf("parse flags: %w", err)
+	}
+	if help, _ := fs.GetBool(flagHelp); help {
+		return Config{}, ErrHelp
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("parse flags: unexpected argument %q", fs.Arg(0))
+	}
+
+	// The environment fills the flags the command line left unset, with
+	// the flags' own parsers. Set flags, from either source, are Changed and
+	// so win over the file in viper; the others fall back to the file, then
+	// to their defaults (Default()).
+	// Strings are kept as given (a password may end in a space); durations
+	// and lists are trimmed.
+	var envErr error
+	fs.VisitAll(func(f *pflag.Flag) {
+		name := envName(f.Name)
+		val := getenv(name)
+		if f.Changed || f.Name == flagHelp || strings.TrimSpace(val) == "" {
+			return
+		}
+		if f.Value.Type() != "string" {
+			val = strings.TrimSpace(val)
+		}
+		if err := fs.Set(f.Name, val); err != nil {
+			envErr = errors.Join(envErr, fmt.Errorf("environment %s: %w", name, err))
+		}
+	})
+	if envErr != nil {
+		return Config{}, envErr
+	}
+
+	v := viper.New()
+	var problems []string
+	path, _ := fs.GetString(flagConfig)
+	if path != "" {
+		v.SetConfigFile(path)
+		v.SetConfigType("yaml")
+		if err := v.ReadInConfig(); err != nil {
+			return Config{}, fmt.Errorf("read config file %s: %w", path, err)
+		}
+		// Only the file is loaded yet, so these keys are the file's own.
+		problems = checkKeys(v.AllSettings(), reflect.TypeFor[Config](), "")
+		for i, p := range problems {
+			problems[i] = "config file " + path + ": " + p
+		}
+	}
+
+	var bindErr error
+	fs.VisitAll(func(f *pflag.Flag) {
+		switch f.Name {
+		case flagConfig, flagHelp, flagListen, flagMasterName:
+			return
+		}
+		bindErr = errors.Join(bindErr, v.BindPFlag(strings.ReplaceAll(f.Name, "-", "_"), f))
+	})
+	if bindErr != nil {
+		return Config{}, fmt.Errorf("bind flags: %w", bindErr)
+	}
+
+	c := Default()
+	if err := v.Unmarshal(&c); err != nil {
+		// Flag values are already parsed, so this is the file's fault.
+		return Config{}, fmt.Errorf("config file %s: %w", path, err)
+	}
+	name, _ := fs.GetString(flagMasterName)
+	listen, _ := fs.GetString(flagListen)
+	c.Groups = withQuickGroup(c.Groups, strings.TrimSpace(name), strings.TrimSpace(listen))
+	c.Sentinels = cleanList(c.Sentinels)
+	c.LogLevel = strings.ToLower(strings.TrimSpace(c.LogLevel))
+	c.LogFormat = strings.ToLower(strings.TrimSpace(c.LogFormat))
+	c.problems = problems
+	return c, nil
+}
+
+// Usage returns the --help text: synopsis, every flag with its default, and
+// how flags, environment and file relate.
+func Usage() string {
+	var b strings.Builder
+	b.WriteString(`Usage:
+  sentinel-proxy --listen ADDR --master-name NAME --sentinels HOST:PORT[,HOST:PORT...] [flags]
+  sentinel-proxy --config FILE [flags]
+
+Serves Redis clients on a fixed address and forwards their commands to the
+master that Redis Sentinel currently names, following failovers.
+
+Flags:
+`)
+	b.WriteString(newFlagSet().FlagUsages())
+	b.WriteString(`
+Every flag except --help can also be set in the environment as
+SENTINEL_PROXY_ followed by the flag name in upper case with underscores
+(--hold-timeout: SENTINEL_PROXY_HOLD_TIMEOUT=5s; lists comma-separated:
+SENTINEL_PROXY_SENTINELS=10.0.0.1:26379,10.0.0.2:26379). Empty variables are
+ignored. Durations use Go syntax: 500ms, 5s, 1m.
+
+The config file (YAML) takes the same settings with underscores
+(hold_timeout: 5s), except --config, --listen and --master-name; its master
+groups share the sentinels:
+
+  sentinels: [10.0.0.1:26379, 10.0.0.2:26379]
+  groups:
+    - {master_name: sessions, listen: "127.0.0.1:6380"}
+    - {master_name: cache, listen: "127.0.0.1:6381"}
+
+Precedence: flags given on the command line, then the environment, then the
+file, then the defaults. With a config file, --master-name and --listen name
+one group: if the file has a group with that master name, --listen replaces
+its listen address; otherwise the group is added to the file's groups.
+Unknown keys in the file are errors, and all problems are reported at once.
+`)
+	return b.String()
+}
+
+// newFlagSet defines every flag with its default from Default(). It writes
+// nothing itself: Load returns errors and Usage renders the help.
+func newFlagSet() *pflag.FlagSet {
+	d := Default()
+	fs := pflag.NewFlagSet("sentinel-proxy", pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	fs.SortFlags = false
+
+	fs.String(flagConfig, "", "YAML config `file` (several master groups, every setting)")
+	fs.String(flagListen, "", "quick form: `address` clients connect to, e.g. 127.0.0.1:6380")
+	fs.String(flagMasterName, "", "quick form: master `name` as the sentinels monitor it, e.g. mymaster")
+	fs.StringSlice("sentinels", d.Sentinels, "sentinel `addresses` host:port, comma-separated or repeated (IPv6 as [::1]:26379)")
+	fs.String("sentinel-username", d.SentinelUsername, "ACL `user` for the sentinels")
+	fs.String("sentinel-password", d.SentinelPassword, "`password` for the sentinels (prefer the environment: flags show in ps)")
+	fs.String("backend-username", d.BackendUsername, "the proxy's own ACL `user` on the Redis data nodes")
+	fs.String("backend-password", d.BackendPassword, "the proxy's own `password` on the Redis data nodes")
+	fs.String("admin", d.Admin, "admin HTTP listen `address` (metrics, health, status); off when empty")
+	fs.String("log-level", d.LogLevel, "log `level`: debug, info, warn or error")
+	fs.String("log-format", d.LogFormat, "log `format`: console or json")
+	fs.Duration("dial-timeout", d.DialTimeout, "timeout of each dial to a Redis node or a sentinel")
+	fs.Duration("hold-timeout", d.HoldTimeout, "how long commands wait while no master is verified (0: fail at once)")
+	fs.Duration("poll-interval", d.PollInterval, "how often every sentinel is asked for the master")
+	fs.Duration("query-timeout", d.QueryTimeout, "timeout of each query to one sentinel")
+	fs.Duration("drain-timeout", d.DrainTimeout, "how long shutdown lets in-flight commands finish (0: close at once)")
+	fs.BoolP(flagHelp, "h", false, "show this help")
+	return fs
+}
+
+func envName(key string) string {
+	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(key, "-", "_"))
+}
+
+// withQuickGroup applies the quick form (--master-name, --listen) to the
+// groups from the file; see Load. A half-given quick form still adds a group,
+// so that Validate names what is missing.
+func withQuickGroup(groups []Group, name, listen string) []Group {
+	if name == "" && listen == "" {
+		return groups
+	}
+	if name != "" {
+		for i := range groups {
+			if groups[i].MasterName == name {
+				if listen != "" {
+					groups[i].Listen = listen
+				}
+				return groups
+			}
+		}
+	}
+	return append(groups, Group{MasterName: name, Listen: listen})
+}
+
+// cleanList trims the items of a list given as "a, b," and drops empty ones.
+func cleanList(items []string) []string {
+	var out []string
+	for _, s := range items {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// checkKeys compares the settings read from the file with the struct type t
+// by mapstructure tag and reports keys t does not have and durations written
+// as bare numbers (which would decode as nanoseconds). prefix names the
+// enclosing key in messages.
+func checkKeys(m map[string]any, t reflect.Type, prefix string) []string {
+	fields := make(map[string]reflect.Type)
+	for i := range t.NumField() {
+		if f := t.Field(i); f.IsExported() && f.Tag.Get("mapstructure") != "" {
+			fields[f.Tag.Get("mapstructure")] = f.Type
+		}
+	}
+	var p []string
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		ft, ok := fields[k]
+		switch {
+		case !ok && prefix == "" && (k == "listen" || k == "master_name"):
+			p = append(p, fmt.Sprintf("key %q belongs in a group: groups: [{master_name: NAME, listen: ADDR}]", k))
+		case !ok:
+			p = append(p, fmt.Sprintf("unknown key %q%s", prefix+k, suggest(k, slices.Collect(maps.Keys(fields)))))
+		case ft == reflect.TypeFor[time.Duration]():
+			if isUnitless(m[k]) {
+				p = append(p, fmt.Sprintf("%s%s: %v has no unit; write a duration such as \"5s\" or \"500ms\"", prefix, k, m[k]))
+			}
+		case ft.Kind() == reflect.Struct:
+			if sub, ok := m[k].(map[string]any); ok {
+				p = append(p, checkKeys(sub, ft, prefix+k+".")...)
+			}
+		case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:
+			items, _ := m[k].([]any)
+			for i, item := range items {
+				if sub, ok := item.(map[string]any); ok {
+					p = append(p, checkKeys(sub, ft.Elem(), fmt.Sprintf("%s%s[%d].", prefix, k, i))...)
+				}
+			}
+		}
+	}
+	return p
+}
+
+// isUnitless reports whether a file value is a non-zero bare number.
+func isUnitless(v any) bool {
+	switch n := v.(type) {
+	case int:
+		return n != 0
+	case int64:
+		return n != 0
+	case uint64:
+		return n != 0
+	case float64:
+		return n != 0
+	}
+	return false
+}
+
+// suggest returns ` (did you mean "x"?)` for the known key closest to a
+// mistyped one, or "" when none is within two edits.
+func suggest(key string, known []string) string {
+	best, bestDist := "", 3
+	for _, k := range slices.Sorted(slices.Values(known)) {
+		if d := editDistance(key, k); d < bestDist {
+			best, bestDist = k, d
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	return fmt.Sprintf(" (did you mean %q?)", best)
+}
+
+// editDistance is the Levenshtein distance between a and b, by bytes.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}

@@ -1,0 +1,167 @@
+package proxy
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/tidwall/redcon"
+)
+
+// connState is the state of a Redis connection that a client can change and
+// that the pool key expresses: who it is authenticated as, which database is
+// selected and which protocol it speaks.
+type connState struct {
+	user  string // "" = never authenticated (Redis's implicit default user)
+	pass  string
+	db    int
+	proto int // 2 or 3
+}
+
+// cleanState is the state of a new Redis connection.
+var cleanState = connState{proto: 2}
+
+// poolKey identifies backend connections that are interchangeable: same
+// master, same state. The password enters only as a salted hash, so that a
+// connection authenticated as a user serves only sessions that proved that
+// user's password to the server themselves.
+type poolKey struct {
+	addr   string
+	user   string
+	secret [sha256.Size]byte
+	db     int
+	proto  int
+}
+
+// key computes the pool key of st on the master at addr.
+func (st connState) key(addr string, salt []byte) poolKey {
+	k := poolKey{addr: addr, user: st.user, db: st.db, proto: st.proto}
+	if st.user != "" {
+		h := sha256.New()
+		h.Write(salt)
+		h.Write([]byte(st.user))
+		h.Write([]byte{0})
+		h.Write([]byte(st.pass))
+		h.Sum(k.secret[:0])
+	}
+	return k
+}
+
+// backend is one connection to a Redis master. It is used by one session at
+// a time: taken from the pool for a batch, or pinned to a session. Close may
+// be called from any goroutine (the server closes connections to an old
+// master while sessions use them); everything else belongs to the session
+// that holds it.
+type backend struct {
+	nc     net.Conn
+	addr   string
+	fr     *Framer
+	key    poolKey
+	idleAt time.Time // when it went back to the pool
+	dead   atomic.Bool
+}
+
+// close closes the connection. Safe to call twice and concurrently.
+//
+// It resets the connection (SO_LINGER 0) rather than closing it gracefully:
+// whatever is still queued for a master that hangs (SIGSTOP, a partition)
+// is dropped instead of being delivered, and executed, when it wakes up
+// after the proxy has moved on.
+func (b *backend) close() {
+	if b.dead.CompareAndSwap(false, true) {
+		if tc, ok := b.nc.(*net.TCPConn); ok {
+			tc.SetLinger(0)
+		}
+		b.nc.Close()
+	}
+}
+
+// errHandshake marks a failure to bring a new connection into the session's
+// state (wrong password since the session authenticated, unknown db, …).
+var errHandshake = errors.New("backend handshake failed")
+
+// dialBackend connects to addr and replays st (and the client name, when
+// set) on the new connection, all in one round trip.
+func dialBackend(ctx context.Context, d *net.Dialer, addr string, st connState, name string, key poolKey) (*backend, error) {
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial master %s: %w", addr, err)
+	}
+	if tc, ok := nc.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+		tc.SetKeepAlive(true)
+		tc.SetKeepAlivePeriod(15 * time.Second)
+	}
+	b := &backend{nc: nc, addr: addr, fr: NewFramer(nc, 0), key: key}
+	cmds, n := handshake(st, name)
+	if n == 0 {
+		return b, nil
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		nc.SetDeadline(dl)
+	} else if d.Timeout > 0 {
+		nc.SetDeadline(time.Now().Add(d.Timeout))
+	}
+	if _, err := nc.Write(cmds); err != nil {
+		b.close()
+		return nil, fmt.Errorf("write handshake to %s: %w", addr, err)
+	}
+	for i := 0; i < n; i++ {
+		f, err := b.fr.Next(nil)
+		if err != nil {
+			b.close()
+			return nil, fmt.Errorf("read handshake reply from %s: %w", addr, err)
+		}
+		if !f.IsReply() {
+			i--
+			continue
+		}
+		if f.IsError() {
+			b.close()
+			return nil, fmt.Errorf("%w on %s: %s", errHandshake, addr, f.ErrorText())
+		}
+	}
+	nc.SetDeadline(time.Time{})
+	return b, nil
+}
+
+// handshake encodes the commands that bring a new connection into state st,
+// and says how many replies they produce.
+func handshake(st connState, name string) ([]byte, int) {
+	var b []byte
+	n := 0
+	switch {
+	case st.proto == 3 && st.user != "":
+		b = appendCommand(b, "HELLO", "3", "AUTH", st.user, st.pass)
+		n++
+	case st.proto == 3:
+		b = appendCommand(b, "HELLO", "3")
+		n++
+	case st.user != "":
+		b = appendCommand(b, "AUTH", st.user, st.pass)
+		n++
+	}
+	if st.db != 0 {
+		b = appendCommand(b, "SELECT", strconv.Itoa(st.db))
+		n++
+	}
+	if name != "" {
+		b = appendCommand(b, "CLIENT", "SETNAME", name)
+		n++
+	}
+	return b, n
+}
+
+// appendCommand appends a RESP multibulk request.
+func appendCommand(b []byte, args ...string) []byte {
+	b = redcon.AppendArray(b, len(args))
+	for _, a := range args {
+		b = redcon.AppendBulkString(b, a)
+	}
+	return b
+}

@@ -1,0 +1,211 @@
+package proxy
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"syscall"
+)
+
+// readBufSize is the size of the pooled buffer a client's requests are read
+// into. A request that does not fit gets a buffer of its own, sized exactly.
+const readBufSize = 16 << 10
+
+// bufPool holds the read and write buffers of clients that are not idle. An
+// idle client holds neither: that is what keeps thousands of idle PHP or
+// Tomcat connections cheap.
+type bufPool struct {
+	read  sync.Pool // *[]byte of readBufSize
+	write sync.Pool // *bufio.Writer
+}
+
+func newBufPool() *bufPool {
+	p := &bufPool{}
+	p.read.New = func() any { b := make([]byte, readBufSize); return &b }
+	p.write.New = func() any { return bufio.NewWriterSize(nil, readBufSize) }
+	return p
+}
+
+// clientReader reads whole requests from a client connection.
+//
+// While the connection has nothing buffered it holds no buffer: it waits for
+// the socket to become readable through syscall.RawConn and only then takes
+// a buffer from the pool. Connections without a raw file descriptor (TLS)
+// fall back to a plain Read into a pooled buffer.
+type clientReader struct {
+	conn  net.Conn
+	raw   syscall.RawConn // nil when the connection has no descriptor
+	pool  *bufPool
+	lim   RequestLimits
+	buf   []byte  // pooled (len readBufSize) or a dedicated large buffer
+	owned *[]byte // the pool's handle for buf when pooled
+	start int     // first unparsed byte
+	end   int     // end of the data read
+	cmds  []Command
+}
+
+func newClientReader(conn net.Conn, pool *bufPool, lim RequestLimits) *clientReader {
+	r := &clientReader{conn: conn, pool: pool, lim: lim}
+	if sc, ok := conn.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			r.raw = raw
+		}
+	}
+	return r
+}
+
+// next returns the next batch: every complete request already received, at
+// least one, at most max. The commands point into the reader's buffer and
+// stay valid until the following call.
+func (r *clientReader) next(max int) ([]Command, error) {
+	r.cmds = r.cmds[:0]
+	for {
+		need := 0
+		for len(r.cmds) < max && r.start < r.end {
+			cmd, n, more, err := ParseRequest(r.buf[r.start:r.end], r.lim)
+			if err != nil {
+				return nil, err
+			}
+			if n == 0 {
+				need = more
+				break
+			}
+			r.start += n
+			if cmd.Args != nil { // *0 and empty lines are ignored, as Redis does
+				r.cmds = append(r.cmds, cmd)
+			}
+		}
+		if len(r.cmds) > 0 {
+			return r.cmds, nil
+		}
+		if err := r.fill(need); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// buffered reports whether request bytes are waiting to be parsed.
+func (r *clientReader) buffered() bool { return r.start < r.end }
+
+// fill reads more data. need is the size the pending request is known to
+// reach (0 when unknown).
+func (r *clientReader) fill(need int) error {
+	pending := r.end - r.start
+	switch {
+	case pending == 0:
+		r.start, r.end = 0, 0
+		if r.owned == nil {
+			r.buf = nil // a dedicated buffer is dropped as soon as it is drained
+		}
+	case need > len(r.buf):
+		// One request larger than the buffer: give it a buffer of exactly its
+		// size. Pages are only touched as the data arrives, so a client that
+		// announces a large bulk and sends nothing costs no resident memory.
+		big := make([]byte, need)
+		copy(big, r.buf[r.start:r.end])
+		r.release()
+		r.buf, r.start, r.end = big, 0, pending
+	case r.end == len(r.buf):
+		copy(r.buf, r.buf[r.start:r.end])
+		r.start, r.end = 0, pending
+	}
+	if r.raw == nil {
+		r.acquire()
+		n, err := r.conn.Read(r.buf[r.end:])
+		r.end += n
+		if n > 0 {
+			return nil
+		}
+		return err
+	}
+	var n int
+	var rerr error
+	err := r.raw.Read(func(fd uintptr) bool {
+		r.acquire()
+		for {
+			n, rerr = syscall.Read(int(fd), r.buf[r.end:])
+			if rerr != syscall.EINTR {
+				break
+			}
+		}
+		if rerr == syscall.EAGAIN {
+			if r.end == 0 {
+				r.release() // idle: wait for the socket without a buffer
+			}
+			return false
+		}
+		return true
+	})
+	switch {
+	case err != nil:
+		return err
+	case rerr != nil:
+		return rerr
+	case n <= 0:
+		return io.EOF
+	}
+	r.end += n
+	return nil
+}
+
+// acquire makes sure r.buf is usable.
+func (r *clientReader) acquire() {
+	if r.buf == nil {
+		r.owned = r.pool.read.Get().(*[]byte)
+		r.buf = *r.owned
+	}
+}
+
+// release returns a pooled buffer. The caller must not need its contents.
+func (r *clientReader) release() {
+	if r.owned != nil {
+		r.pool.read.Put(r.owned)
+		r.owned = nil
+	}
+	r.buf = nil
+}
+
+// idle drops the buffer when everything in it has been handled, so that a
+// client between requests holds no buffer.
+func (r *clientReader) idle() {
+	if r.start == r.end {
+		r.start, r.end = 0, 0
+		r.release()
+	}
+}
+
+// peekClosed reports whether the peer of conn has closed the connection (or
+// it failed), without consuming anything. With wait false it answers at once
+// and reports false when it cannot tell; pooled backend connections the
+// server closed while idle are discarded that way. With wait true it blocks
+// until the peer closes or sends data; a deadline set on conn from another
+// goroutine ends the wait, reported as false. That is how a client hanging
+// up during a blocking command releases its backend connection.
+func peekClosed(conn net.Conn, wait bool) bool {
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var closed bool
+	var b [1]byte
+	err = raw.Read(func(fd uintptr) bool {
+		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		switch {
+		case errors.Is(err, syscall.EAGAIN), errors.Is(err, syscall.EINTR):
+			return !wait
+		case err != nil, n == 0:
+			closed = true
+		}
+		return true
+	})
+	if wait {
+		return closed && err == nil
+	}
+	return closed || err != nil
+}

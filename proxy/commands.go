@@ -1,0 +1,156 @@
+package proxy
+
+import "bytes"
+
+// cmdKind says what the session must do with a command besides forwarding it.
+type cmdKind uint8
+
+const (
+	kindPlain    cmdKind = iota // forwarded; its reply changes nothing the proxy tracks
+	kindQuit                    // answered by the proxy (+OK), then the client is closed
+	kindAuth                    // AUTH [user] pass: identity changes on success
+	kindHello                   // HELLO [proto [AUTH u p] [SETNAME n]]
+	kindSelect                  // SELECT db
+	kindReset                   // RESET: back to a clean connection
+	kindMulti                   // MULTI: pins until EXEC/DISCARD
+	kindExec                    // EXEC: ends MULTI and WATCH
+	kindDiscard                 // DISCARD: ends MULTI and WATCH
+	kindWatch                   // WATCH: pins until EXEC/DISCARD/UNWATCH
+	kindUnwatch                 // UNWATCH
+	kindBlocking                // may block server-side for as long as its timeout says
+	kindDuplex                  // the connection turns full duplex (pub/sub, MONITOR, tracking)
+	kindPin                     // state the pool key cannot express: pin the connection
+	kindRefused                 // answered with an error by the proxy, never forwarded
+)
+
+// cmdInfo is the classification of one command.
+type cmdInfo struct {
+	kind cmdKind
+	// refusal is the error reply for kindRefused.
+	refusal string
+}
+
+// lookup maps a lower-case command name to its kind. Commands not listed
+// are plain. CLIENT and XREAD/XREADGROUP depend on their arguments and are
+// handled in classify.
+func lookup(name string) (cmdKind, bool) {
+	switch name {
+	case "quit":
+		return kindQuit, true
+	case "auth":
+		return kindAuth, true
+	case "hello":
+		return kindHello, true
+	case "select":
+		return kindSelect, true
+	case "reset":
+		return kindReset, true
+	case "multi":
+		return kindMulti, true
+	case "exec":
+		return kindExec, true
+	case "discard":
+		return kindDiscard, true
+	case "watch":
+		return kindWatch, true
+	case "unwatch":
+		return kindUnwatch, true
+	case "blpop", "brpop", "brpoplpush", "blmove", "blmpop", "bzpopmin", "bzpopmax", "bzmpop", "wait", "waitaof":
+		return kindBlocking, true
+	case "subscribe", "psubscribe", "ssubscribe", "monitor",
+		// (P|S)UNSUBSCRIBE answer once per channel even outside subscribed
+		// mode, so their replies cannot be counted either.
+		"unsubscribe", "punsubscribe", "sunsubscribe":
+		return kindDuplex, true
+	case "sync", "psync", "replconf":
+		// Replication streams are not replies: they would desynchronise
+		// the connection for good.
+		return kindRefused, true
+	}
+	return kindPlain, false
+}
+
+// The text of errors the proxy answers on its own. They follow Redis's
+// "-CODE message" convention so clients classify them as server errors.
+const (
+	errNotSupported = "ERR command not supported by sentinel-proxy"
+	errClientReply  = "ERR CLIENT REPLY OFF and SKIP are not supported by sentinel-proxy (replies could not be matched to commands)"
+)
+
+// classify looks at a command's name (and, where it matters, its arguments).
+// It does not allocate.
+func classify(args [][]byte) cmdInfo {
+	if len(args) == 0 {
+		return cmdInfo{kind: kindPlain}
+	}
+	var buf [32]byte
+	name := lower(buf[:0], args[0])
+	if name == nil {
+		return cmdInfo{kind: kindPlain}
+	}
+	kind, ok := lookup(string(name))
+	switch {
+	case ok && kind == kindRefused:
+		return cmdInfo{kind: kindRefused, refusal: errNotSupported}
+	case ok:
+		return cmdInfo{kind: kind}
+	case string(name) == "client":
+		return classifyClient(args)
+	case string(name) == "xread" || string(name) == "xreadgroup":
+		for _, a := range args[1:] {
+			if bytes.EqualFold(a, []byte("block")) {
+				return cmdInfo{kind: kindBlocking}
+			}
+			if bytes.EqualFold(a, []byte("streams")) {
+				break
+			}
+		}
+	}
+	return cmdInfo{kind: kindPlain}
+}
+
+// classifyClient handles the CLIENT subcommands that change connection state.
+func classifyClient(args [][]byte) cmdInfo {
+	if len(args) < 2 {
+		return cmdInfo{kind: kindPlain}
+	}
+	sub := args[1]
+	switch {
+	case bytes.EqualFold(sub, []byte("reply")):
+		if len(args) == 3 && bytes.EqualFold(args[2], []byte("on")) {
+			return cmdInfo{kind: kindPlain}
+		}
+		if len(args) == 3 && (bytes.EqualFold(args[2], []byte("off")) || bytes.EqualFold(args[2], []byte("skip"))) {
+			return cmdInfo{kind: kindRefused, refusal: errClientReply}
+		}
+		return cmdInfo{kind: kindPlain} // Redis answers the syntax error
+	case bytes.EqualFold(sub, []byte("tracking")):
+		if len(args) >= 3 && bytes.EqualFold(args[2], []byte("on")) {
+			// Invalidation pushes arrive whenever the server likes.
+			return cmdInfo{kind: kindDuplex}
+		}
+		return cmdInfo{kind: kindPlain}
+	case bytes.EqualFold(sub, []byte("setname")),
+		bytes.EqualFold(sub, []byte("id")),
+		bytes.EqualFold(sub, []byte("no-evict")),
+		bytes.EqualFold(sub, []byte("caching")):
+		// The answer or effect belongs to one server connection: keep it.
+		return cmdInfo{kind: kindPin}
+	}
+	return cmdInfo{kind: kindPlain}
+}
+
+// lower appends the ASCII lower case of b to dst, or returns nil when b is
+// longer than dst's capacity (no command name is that long).
+func lower(dst, b []byte) []byte {
+	if len(b) > cap(dst) {
+		return nil
+	}
+	for _, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		dst = append(dst, c)
+	}
+	return dst
+}

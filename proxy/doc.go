@@ -1,0 +1,26 @@
+// Package proxy is the data path of sentinel-proxy: it accepts client
+// connections for one master group, forwards every command to the master a
+// MasterSource names, and streams the replies back.
+//
+// It owns the client listener, one session per client connection, the pool
+// of backend connections keyed by the state they carry (user, db, protocol),
+// the RESP request parser and the RESP2/RESP3 reply framer, the command
+// table, and what happens to a session when the master changes.
+//
+// Goroutines: Serve runs an accept loop, a master follower (closes backend
+// connections to an old master the moment the source names a new one) and
+// an idle-connection reaper. Each client connection has one session
+// goroutine that reads a batch of requests, takes a backend connection,
+// writes the batch in one write, streams the replies and gives the backend
+// connection back. Two short-lived helpers exist: a client watcher while a
+// blocking command waits (so a client that hangs up frees its backend
+// connection), and, for sessions that turn full duplex (SUBSCRIBE, MONITOR,
+// CLIENT TRACKING), a copier that streams server frames to the client. Both
+// exit when the session's backend connection is closed.
+//
+// The listener is the proxy's own rather than redcon's Server: redcon's
+// reader rejects "*0" (Redis ignores it), grows its buffer without bound and
+// keeps 8 KiB of buffers per idle connection, which a proxy in front of PHP
+// and Tomcat pools cannot afford. Idle clients here hold no buffer at all.
+// redcon's RESP encoders write the proxy's own commands and replies.
+package proxy

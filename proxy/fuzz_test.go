@@ -1,0 +1,191 @@
+package proxy
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+	"testing/iotest"
+)
+
+// fuzzFrame is what a frame looks like once copied out of the framer.
+type fuzzFrame struct {
+	typ   byte
+	size  int64
+	small string
+	hasSm bool
+}
+
+// frameAll reads every frame of r; it checks per frame that the bytes
+// written equal Size and Small, and that memory stays within its bounds.
+func frameAll(t *testing.T, r io.Reader, bufSize int) ([]fuzzFrame, []byte, error) {
+	f := NewFramer(r, bufSize)
+	f.MaxDepth = 16
+	f.MaxBulk = 1 << 16
+	var out bytes.Buffer
+	var frames []fuzzFrame
+	for {
+		before := out.Len()
+		fr, err := f.Next(&out)
+		if len(f.stack) > f.MaxDepth || cap(f.stack) > 2*f.MaxDepth || cap(f.capBuf) > DefaultCaptureLimit {
+			t.Fatalf("memory bound broken: stack %d (cap %d), capture cap %d", len(f.stack), cap(f.stack), cap(f.capBuf))
+		}
+		if err != nil {
+			return frames, out.Bytes(), err
+		}
+		wrote := out.Bytes()[before:]
+		if fr.Size != int64(len(wrote)) || fr.Size == 0 || fr.Type != wrote[0] {
+			t.Fatalf("frame {%q %d} but wrote %q", fr.Type, fr.Size, wrote)
+		}
+		if (fr.Small != nil) != (fr.Size <= DefaultCaptureLimit) || (fr.Small != nil && !bytes.Equal(fr.Small, wrote)) {
+			t.Fatalf("Small %q for written %q", fr.Small, wrote)
+		}
+		frames = append(frames, fuzzFrame{fr.Type, fr.Size, string(fr.Small), fr.Small != nil})
+	}
+}
+
+func errClass(err error) string {
+	var perr *ProtocolError
+	switch {
+	case errors.As(err, &perr):
+		return "protocol"
+	case err == io.EOF:
+		return "eof"
+	case err == io.ErrUnexpectedEOF:
+		return "unexpected eof"
+	}
+	return "other: " + err.Error()
+}
+
+func FuzzFramer(f *testing.F) {
+	for _, v := range framerVectors {
+		if s := strings.Join(v.frames, ""); len(s) < 2000 {
+			f.Add([]byte(s))
+		}
+	}
+	for _, s := range []string{
+		"", "+OK\r\n", "-ERR x\r\n", ":1\r\n", "$3\r\nbar\r\n", "$-1\r\n", "*-1\r\n", "*0\r\n",
+		"_\r\n", ",1.5\r\n", "#t\r\n", "(12\r\n", "!3\r\nERR\r\n", "=7\r\ntxt:abc\r\n",
+		"%1\r\n+a\r\n+b\r\n", "~1\r\n:1\r\n", "|1\r\n+a\r\n+b\r\n:1\r\n", ">2\r\n+a\r\n+b\r\n",
+		"$?\r\n;1\r\na\r\n;0\r\n", "*?\r\n:1\r\n.\r\n", "%?\r\n+a\r\n+b\r\n.\r\n",
+		"*2\r\n|1\r\n+a\r\n+b\r\n:1\r\n:2\r\n", strings.Repeat("*1\r\n", 17) + ":1\r\n",
+		"$3\r\nfooXY", "+OK\rX", "x\r\n", ".\r\n", ";1\r\na\r\n", "$65537\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		frames, written, err := frameAll(t, bytes.NewReader(data), 64)
+		if !bytes.HasPrefix(data, written) {
+			t.Fatalf("wrote %q, not a prefix of the input", written)
+		}
+		class := errClass(err)
+		if class == "eof" && len(written) != len(data) {
+			t.Fatalf("clean EOF after %d of %d bytes", len(written), len(data))
+		}
+		if strings.HasPrefix(class, "other") {
+			t.Fatalf("unexpected error %v", err)
+		}
+		// How the input is split into reads must not matter.
+		frames1, written1, err1 := frameAll(t, iotest.OneByteReader(bytes.NewReader(data)), 0)
+		// (Bytes of a frame cut short by an error may be written in one case
+		// and not the other; both are prefixes of the input.)
+		if !equalFrames(frames, frames1) || !bytes.HasPrefix(data, written1) || errClass(err1) != class {
+			t.Fatalf("one byte at a time: %d frames, %v; whole: %d frames, %v", len(frames1), err1, len(frames), err)
+		}
+		var perr, perr1 *ProtocolError
+		if errors.As(err, &perr) && errors.As(err1, &perr1) && perr.Offset != perr1.Offset {
+			t.Fatalf("protocol error offset %d vs %d one byte at a time", perr.Offset, perr1.Offset)
+		}
+		// The complete frames, re-read on their own, are the same frames.
+		var total int64
+		for _, fr := range frames {
+			total += fr.size
+		}
+		again, written2, err2 := frameAll(t, bytes.NewReader(data[:total]), 0)
+		if err2 != io.EOF || !equalFrames(frames, again) || !bytes.Equal(written2, data[:total]) {
+			t.Fatalf("re-reading the frames: %d frames, %v", len(again), err2)
+		}
+	})
+}
+
+func equalFrames(a, b []fuzzFrame) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func FuzzParseRequest(f *testing.F) {
+	for _, tc := range requestCases {
+		if len(tc.in) < 2000 {
+			f.Add([]byte(tc.in))
+		}
+	}
+	for _, s := range []string{
+		"", "*", "*1\r", "*1\r\n$", "*1\r\n$4\r\nPI", "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$100000000\r\n",
+		"PING", "PING\r", "\x00", "*1\x00\r\n", "ECHO \"\\x\"\r\n", "'\\'' \"\\\\\"\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	lim := RequestLimits{MaxBulk: 1 << 16, MaxMultibulk: 1 << 10, MaxInline: 1 << 10}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		buf := data[:len(data):len(data)] // no spare capacity to read past the end
+		cmd, n, need, err := ParseRequest(buf, lim)
+		if err != nil {
+			var rerr *RequestError
+			if !errors.As(err, &rerr) || n != 0 || !strings.HasPrefix(rerr.Text, "Protocol error: ") ||
+				strings.ContainsAny(rerr.Text, "\r\n") {
+				t.Fatalf("bad error %q with n=%d", err, n)
+			}
+			return
+		}
+		if n == 0 {
+			if need <= len(buf) || cmd.Args != nil {
+				t.Fatalf("incomplete with need %d for %d bytes, args %q", need, len(buf), cmd.Args)
+			}
+			return
+		}
+		if n > len(buf) || need != 0 {
+			t.Fatalf("n=%d need=%d for %d bytes", n, need, len(buf))
+		}
+		// The request ends where it ends whatever follows it, and every
+		// prefix of it is incomplete with a need no further than its end.
+		if c2, n2, _, err2 := ParseRequest(buf[:n:n], lim); n2 != n || err2 != nil || !equalArgs(c2.Args, cmd.Args) {
+			t.Fatalf("alone, the request parses to n=%d err=%v", n2, err2)
+		}
+		for _, i := range []int{0, n / 2, n - 1} {
+			_, pn, pneed, perr := ParseRequest(buf[:i:i], lim)
+			if pn != 0 || perr != nil || pneed > n || pneed <= i {
+				t.Fatalf("prefix %d of %d: n=%d need=%d err=%v", i, n, pn, pneed, perr)
+			}
+		}
+		if cmd.Args == nil {
+			return
+		}
+		if buf[0] == '*' && !bytes.Equal(cmd.Raw, buf[:n]) {
+			t.Fatalf("multibulk Raw %q is not the input", cmd.Raw)
+		}
+		again, n3, _, err3 := ParseRequest(cmd.Raw, lim)
+		if err3 != nil || n3 != len(cmd.Raw) || !equalArgs(again.Args, cmd.Args) {
+			t.Fatalf("Raw %q parses to %q (n=%d, %v), want %q", cmd.Raw, again.Args, n3, err3, cmd.Args)
+		}
+	})
+}
+
+func equalArgs(a, b [][]byte) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if !bytes.Equal(a[i], b[i]) {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,308 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Options configure a Server. The zero value of every optional field has the
+// meaning its comment gives.
+type Options struct {
+	// Name names the master group in logs and errors (e.g. "mymaster").
+	Name string
+	// Listen is the address Run listens on. Unused by Serve.
+	Listen string
+	// Source says where the master is. Required.
+	Source MasterSource
+	// DialTimeout bounds connecting to the master and replaying a session's
+	// state on the new connection. Zero means 2s.
+	DialTimeout time.Duration
+	// HoldTimeout is how long a command waits while no master is known
+	// (failover in progress) before it is answered with -MASTERDOWN.
+	// Zero means 5s; a negative value fails such commands at once.
+	HoldTimeout time.Duration
+	// MaxIdlePerKey is how many idle backend connections are kept per
+	// connection state (user, db, protocol). Zero means 64.
+	MaxIdlePerKey int
+	// IdleBackendTimeout closes pooled backend connections unused for that
+	// long. Zero means 60s.
+	IdleBackendTimeout time.Duration
+	// MaxBatch is the most pipelined commands forwarded in one write. Zero
+	// means 256.
+	MaxBatch int
+	// DrainTimeout is how long Run lets in-flight commands finish after its
+	// context is cancelled. Zero means 10s; a negative value closes every
+	// connection at once.
+	DrainTimeout time.Duration
+	// Limits bound client requests. Zero fields take Redis's defaults.
+	Limits RequestLimits
+}
+
+func (o *Options) setDefaults() {
+	if o.DialTimeout == 0 {
+		o.DialTimeout = 2 * time.Second
+	}
+	switch {
+	case o.HoldTimeout == 0:
+		o.HoldTimeout = 5 * time.Second
+	case o.HoldTimeout < 0:
+		o.HoldTimeout = 0
+	}
+	if o.MaxIdlePerKey == 0 {
+		o.MaxIdlePerKey = 64
+	}
+	if o.IdleBackendTimeout == 0 {
+		o.IdleBackendTimeout = 60 * time.Second
+	}
+	if o.MaxBatch == 0 {
+		o.MaxBatch = 256
+	}
+	switch {
+	case o.DrainTimeout == 0:
+		o.DrainTimeout = 10 * time.Second
+	case o.DrainTimeout < 0:
+		o.DrainTimeout = 0
+	}
+}
+
+// Server accepts client connections for one master group and forwards their
+// commands to the current master.
+type Server struct {
+	opts   Options
+	log    *zap.Logger
+	pool   *pool
+	bufs   *bufPool
+	dialer net.Dialer
+	salt   []byte
+
+	mu       sync.Mutex
+	sessions map[*session]struct{}
+	wg       sync.WaitGroup // session goroutines
+
+	clients  atomic.Int64
+	accepted atomic.Uint64
+}
+
+// NewServer checks opts and builds a Server. It does no I/O.
+func NewServer(opts Options, log *zap.Logger) (*Server, error) {
+	if opts.Source == nil {
+		return nil, errors.New("proxy: Options.Source is required")
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	opts.setDefaults()
+	salt := make([]byte, 16)
+	if _, err := rand.Read(salt); err != nil {
+		return nil, fmt.Errorf("proxy: salt: %w", err)
+	}
+	return &Server{
+		opts:     opts,
+		log:      log,
+		pool:     newPool(opts.MaxIdlePerKey),
+		bufs:     newBufPool(),
+		dialer:   net.Dialer{Timeout: opts.DialTimeout},
+		salt:     salt,
+		sessions: make(map[*session]struct{}),
+	}, nil
+}
+
+// Run listens on Options.Listen and serves until ctx is cancelled.
+func (s *Server) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.opts.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", s.opts.Listen, err)
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve accepts connections on ln until ctx is cancelled, then stops
+// accepting, lets in-flight commands finish for up to DrainTimeout, closes
+// every client and backend connection and returns nil. It takes ownership of
+// ln.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	s.log.Info("listening", zap.String("group", s.opts.Name), zap.Stringer("addr", ln.Addr()))
+	bg, stopBg := context.WithCancel(context.Background())
+	var bgWG sync.WaitGroup
+	bgWG.Add(2)
+	go func() { defer bgWG.Done(); s.followMaster(bg) }()
+	go func() { defer bgWG.Done(); s.reapIdle(bg) }()
+
+	acceptDone := make(chan error, 1)
+	go func() { acceptDone <- s.acceptLoop(ln) }()
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-acceptDone:
+	}
+	ln.Close()
+	if err == nil {
+		<-acceptDone
+	}
+	s.drain()
+	stopBg()
+	bgWG.Wait()
+	s.pool.close()
+	return err
+}
+
+// acceptLoop accepts until ln is closed. Temporary errors (such as running
+// out of file descriptors) slow it down but do not stop it.
+func (s *Server) acceptLoop(ln net.Listener) error {
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log.Warn("accept failed, slowing down", zap.Error(err), zap.Duration("backoff", backoff))
+				time.Sleep(backoff)
+				continue
+			}
+			return fmt.Errorf("accept: %w", err)
+		}
+		backoff = 0
+		if tc, ok := nc.(*net.TCPConn); ok {
+			tc.SetNoDelay(true)
+		}
+		sess := newSession(s, nc)
+		s.mu.Lock()
+		s.sessions[sess] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		s.clients.Add(1)
+		s.accepted.Add(1)
+		go func() {
+			defer s.wg.Done()
+			sess.serve()
+			s.mu.Lock()
+			delete(s.sessions, sess)
+			s.mu.Unlock()
+			s.clients.Add(-1)
+		}()
+	}
+}
+
+// isTemporary reports accept errors worth retrying (EMFILE, ENFILE, …).
+func isTemporary(err error) bool {
+	var t interface{ Temporary() bool }
+	return errors.As(err, &t) && t.Temporary()
+}
+
+// drain ends every session after its current batch (a session waiting for
+// its client's next command ends at once), for up to DrainTimeout; then it
+// closes the rest.
+func (s *Server) drain() {
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	deadline := time.NewTimer(s.opts.DrainTimeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		s.mu.Lock()
+		for sess := range s.sessions {
+			sess.stopReading()
+		}
+		s.mu.Unlock()
+		select {
+		case <-done:
+			return
+		case <-tick.C:
+		case <-deadline.C:
+			s.mu.Lock()
+			for sess := range s.sessions {
+				sess.conn.Close()
+			}
+			s.mu.Unlock()
+			s.pool.close() // unblocks sessions waiting on a backend
+			<-done
+			return
+		}
+	}
+}
+
+// followMaster closes backend connections to a master that is no longer
+// current, the moment the source names another one.
+func (s *Server) followMaster(ctx context.Context) {
+	var current string
+	for {
+		addr, changed := s.opts.Source.Master()
+		if addr != "" && addr != current {
+			n := s.pool.switchTo(addr)
+			if current != "" {
+				s.log.Info("master changed", zap.String("group", s.opts.Name),
+					zap.String("old", current), zap.String("new", addr), zap.Int("closed_backends", n))
+			}
+			current = addr
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		}
+	}
+}
+
+// reapIdle closes pooled connections that have been idle too long.
+func (s *Server) reapIdle(ctx context.Context) {
+	t := time.NewTicker(s.opts.IdleBackendTimeout / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			s.pool.reap(now.Add(-s.opts.IdleBackendTimeout))
+		}
+	}
+}
+
+// errNoMaster is returned when no master became known within HoldTimeout.
+var errNoMaster = errors.New("no master")
+
+// awaitMaster returns the current master, waiting up to deadline while none
+// is known.
+func (s *Server) awaitMaster(deadline time.Time) (string, error) {
+	addr, changed := s.opts.Source.Master()
+	if addr != "" {
+		return addr, nil
+	}
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	for {
+		select {
+		case <-changed:
+			if addr, changed = s.opts.Source.Master(); addr != "" {
+				return addr, nil
+			}
+		case <-t.C:
+			return "", errNoMaster
+		}
+	}
+}
+
+// Stats is a snapshot of the server's counters.
+type Stats struct {
+	Clients  int64  // connected now
+	Accepted uint64 // since start
+	Pool     PoolStats
+}
+
+// Stats returns current counters.
+func (s *Server) Stats() Stats {
+	return Stats{Clients: s.clients.Load(), Accepted: s.accepted.Load(), Pool: s.pool.stats()}
+}

@@ -1,0 +1,15 @@
+package proxy
+
+// MasterSource tells the proxy where the master of its group is. The
+// sentinel.Watcher implements it; tests use small fakes.
+type MasterSource interface {
+	// Master returns the address ("host:port") of the verified master, or ""
+	// while none is known (failover in progress, nothing verified yet), and a
+	// channel that is closed at the next change of either. It never blocks.
+	Master() (addr string, changed <-chan struct{})
+
+	// Suspect reports that addr answered like a node that is no longer master
+	// (a -READONLY reply, or an EOF right after a CLIENT KILL). The source
+	// should re-check at once; it must not block the caller.
+	Suspect(addr string)
+}

@@ -1,0 +1,216 @@
+package sentinel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+	"go.uber.org/zap"
+)
+
+// sentinelConn is one known sentinel: its client, its goroutines' kick
+// channel and what the main loop knows of it. Fields below client are owned
+// by the main loop.
+type sentinelConn struct {
+	addr   string
+	host   string // substituted for 0.0.0.0 in its answers
+	client *redis.SentinelClient
+	kick   chan struct{} // cap 1: "query now", coalesced
+
+	discovered bool
+	runID      string
+	subscribed bool
+	tried      bool   // at least one query completed
+	last       answer // most recent query, failed or not
+	lastOK     answer // most recent successful query
+}
+
+// answer is one sentinel's view of the master, from one query.
+type answer struct {
+	sentinel string
+	started  time.Time // when the query was sent
+	at       time.Time // when it completed
+	err      error     // no view: transport, auth or protocol error
+	unknown  bool      // the sentinel does not know MasterName
+	addr     string    // GET-MASTER-ADDR-BY-NAME, the address to route to
+	epoch    int64     // config-epoch from SENTINEL MASTER
+	flags    string    // SENTINEL MASTER flags
+	state    string    // SENTINEL MASTER failover-state ("" = none)
+	infoAddr string    // SENTINEL MASTER ip:port: lags addr on a leader (§1.4)
+	runID    string    // SENTINEL MYID, when asked and supported
+	peers    []peer    // SENTINEL SENTINELS, when asked
+}
+
+// peer is another sentinel, as SENTINEL SENTINELS lists it.
+type peer struct {
+	addr  string // "" when it announced no usable address
+	runID string
+}
+
+// hasFlag reports whether the SENTINEL MASTER flags contain f.
+func (a answer) hasFlag(f string) bool {
+	for _, x := range strings.Split(a.flags, ",") {
+		if x == f {
+			return true
+		}
+	}
+	return false
+}
+
+// failing reports whether this sentinel is failing over the master it names:
+// the master is objectively down, or a failover of it is running and has not
+// reached the promotion yet. After the promotion the leader's GET-MASTER-ADDR
+// already names the new master while SENTINEL MASTER still shows the old ip
+// (§1.4); that is not "failing" (addr != infoAddr).
+func (a answer) failing() bool {
+	if a.err != nil || a.unknown || a.addr != a.infoAddr {
+		return false
+	}
+	if a.hasFlag("o_down") {
+		return true
+	}
+	if !a.hasFlag("failover_in_progress") {
+		return false
+	}
+	switch a.state {
+	case "reconf_slaves", "update_config":
+		return false
+	}
+	return true
+}
+
+// discoverEvery: SENTINEL SENTINELS and MYID ride on every tenth query of a
+// sentinel (and on the first after a failure); sentinels themselves learn
+// of new peers within about 10s, so asking more often buys nothing.
+const discoverEvery = 10
+
+// newSentinelClient opens (lazily: no I/O) a go-redis client for one
+// sentinel. No retries: the watcher polls anyway, and a retry would hide a
+// slow sentinel inside the query timeout.
+func (w *Watcher) newSentinelClient(addr string) *redis.SentinelClient {
+	return redis.NewSentinelClient(&redis.Options{
+		Addr:                     addr,
+		Username:                 w.opts.Username,
+		Password:                 w.opts.Password,
+		DialTimeout:              w.opts.DialTimeout,
+		DialerRetries:            1,
+		ReadTimeout:              w.opts.QueryTimeout,
+		WriteTimeout:             w.opts.QueryTimeout,
+		ContextTimeoutEnabled:    true,
+		MaxRetries:               -1,
+		PoolSize:                 4,
+		DisableIdentity:          true,
+		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
+	})
+}
+
+// poll queries s each time it is kicked. Exit: ctx done.
+func (w *Watcher) poll(ctx context.Context, s *sentinelConn) {
+	n := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.kick:
+		}
+		a := w.query(ctx, s, n%discoverEvery == 0)
+		n++
+		if a.err != nil {
+			n = 0 // rediscover after the next success
+		}
+		select {
+		case w.answers <- a:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// query asks one sentinel for the master. go-redis's SentinelClient has no
+// pipeline, so the two commands go one after the other on the same sentinel,
+// SENTINEL MASTER first: the address, read second, is then never older than
+// the epoch it is paired with (a failover in between pairs the new address
+// with the old epoch, which the epoch rule and ROLE check absorb; the other
+// order could pair the old address with the new epoch).
+func (w *Watcher) query(ctx context.Context, s *sentinelConn, discover bool) answer {
+	a := answer{sentinel: s.addr, started: time.Now()}
+	defer func() { a.at = time.Now() }()
+	ctx, cancel := context.WithTimeout(ctx, w.opts.DialTimeout+3*w.opts.QueryTimeout)
+	defer cancel()
+	name := w.opts.MasterName
+
+	info, infoErr := s.client.Master(ctx, name).Result()
+	var rerr redis.Error
+	if infoErr != nil && !errors.As(infoErr, &rerr) {
+		a.err = fmt.Errorf("sentinel master: %w", infoErr)
+		return a
+	}
+	// A Redis error to SENTINEL MASTER is "no such master" or a refusal
+	// (NOAUTH, ACL); GET-MASTER-ADDR-BY-NAME tells which without matching
+	// the error text.
+	hp, err := s.client.GetMasterAddrByName(ctx, name).Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		a.unknown = true
+		return a
+	case err != nil:
+		a.err = fmt.Errorf("sentinel get-master-addr-by-name: %w", err)
+		return a
+	case infoErr != nil:
+		a.err = fmt.Errorf("sentinel master: %w", infoErr)
+		return a
+	case len(hp) != 2:
+		a.err = fmt.Errorf("sentinel get-master-addr-by-name: %d fields, want 2", len(hp))
+		return a
+	}
+	var ok bool
+	if a.addr, ok = nodeAddr(hp[0], hp[1], s.host); !ok {
+		a.err = fmt.Errorf("sentinel get-master-addr-by-name: bad address %q %q", hp[0], hp[1])
+		return a
+	}
+	if a.epoch, err = strconv.ParseInt(info["config-epoch"], 10, 64); err != nil {
+		a.err = fmt.Errorf("sentinel master: config-epoch %q: %w", info["config-epoch"], err)
+		return a
+	}
+	a.flags = info["flags"]
+	a.state = info["failover-state"]
+	if a.state == "none" {
+		a.state = ""
+	}
+	a.infoAddr, _ = nodeAddr(info["ip"], info["port"], s.host)
+	if discover {
+		w.discover(ctx, s, &a)
+	}
+	return a
+}
+
+// discover adds MYID and the SENTINEL SENTINELS list to a. Failures only
+// cost the discovery, not the answer.
+func (w *Watcher) discover(ctx context.Context, s *sentinelConn, a *answer) {
+	id := redis.NewStringCmd(ctx, "sentinel", "myid")
+	if s.client.Process(ctx, id) == nil { // before 6.2: unknown subcommand
+		a.runID = id.Val()
+	}
+	list, err := s.client.Sentinels(ctx, w.opts.MasterName).Result()
+	if err != nil {
+		w.log.Debug("sentinel discovery failed", zap.String("sentinel", s.addr), zap.Error(err))
+		return
+	}
+	for _, m := range list {
+		p := peer{runID: m["runid"]}
+		if p.runID == "" {
+			p.runID = m["name"] // the name of a sentinel instance is its run id
+		}
+		// A peer that announced 0.0.0.0 has no address we could use: unlike a
+		// monitored node, it is not on the host of the sentinel listing it.
+		if !unspecified(m["ip"]) {
+			p.addr, _ = nodeAddr(m["ip"], m["port"], "")
+		}
+		a.peers = append(a.peers, p)
+	}
+}

@@ -1,0 +1,298 @@
+package sentinel
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Watcher follows one master name across every known sentinel and publishes
+// the verified master. Create it with New, run it with Run; Master, Suspect
+// and Status are safe to call from any goroutine at any time.
+type Watcher struct {
+	opts Options
+	log  *zap.Logger
+
+	// Tuning the tests shorten; set by New.
+	pingIdle   time.Duration // subscription idle time before a liveness PING
+	holdMax    time.Duration // see hold.confirmed
+	retryEvery time.Duration // re-query pace while a newer candidate is unverified
+	onPublish  func(string)  // test hook: every change of Master(), under mu
+
+	running atomic.Bool
+
+	answers chan answer   // pollers -> main loop
+	inbox   chan inboxMsg // subscribers -> main loop
+
+	suspectMu sync.Mutex
+	suspects  map[string]bool
+	suspectC  chan struct{} // cap 1
+
+	mu      sync.Mutex // guards the published view below
+	pubAddr string
+	changed chan struct{}
+	snap    Status
+
+	st loopState // owned by the goroutine running Run
+}
+
+// New validates opts and returns a Watcher; it does no I/O. log may be nil.
+func New(opts Options, log *zap.Logger) (*Watcher, error) {
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	opts = opts.withDefaults()
+	w := &Watcher{
+		opts:       opts,
+		log:        log.Named("sentinel").With(zap.String("master_name", opts.MasterName)),
+		pingIdle:   pingIdle,
+		holdMax:    defaultHoldMax,
+		retryEvery: min(max(opts.PollInterval/10, 50*time.Millisecond), opts.PollInterval),
+		answers:    make(chan answer, maxSentinels),
+		inbox:      make(chan inboxMsg, 256),
+		suspects:   make(map[string]bool),
+		suspectC:   make(chan struct{}, 1),
+		changed:    make(chan struct{}),
+	}
+	w.st = loopState{
+		sentinels: make(map[string]*sentinelConn),
+		pending:   make(map[string]peer),
+		steps:     make(map[string]bool),
+		roleErr:   make(map[string]string),
+	}
+	w.snap = Status{MasterName: opts.MasterName, Error: "not started"}
+	return w, nil
+}
+
+// Master returns the verified master's address, or "" while there is none
+// (nothing verified yet, a failover in progress, blind with
+// StopWritesWhenBlind), and a channel closed at the next change. It never
+// blocks.
+func (w *Watcher) Master() (addr string, changed <-chan struct{}) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.pubAddr, w.changed
+}
+
+// Suspect asks for an immediate re-check of addr (a -READONLY from it, or an
+// EOF after Sentinel's CLIENT KILL). It never blocks.
+func (w *Watcher) Suspect(addr string) {
+	w.suspectMu.Lock()
+	if len(w.suspects) < 16 {
+		w.suspects[addr] = true
+	}
+	w.suspectMu.Unlock()
+	select {
+	case w.suspectC <- struct{}{}:
+	default: // a check is already pending; it will see addr
+	}
+}
+
+// Status returns a snapshot of what the watcher knows.
+func (w *Watcher) Status() Status {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.snap
+}
+
+// Run follows the master until ctx is done, then stops its goroutines,
+// closes every client it opened and returns nil. It may be called once.
+func (w *Watcher) Run(ctx context.Context) error {
+	if !w.running.CompareAndSwap(false, true) {
+		return errors.New("sentinel watcher: Run called twice")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait() // pollers and subscribers exit on ctx; bounded by the query timeout
+		for _, addr := range w.st.order {
+			_ = w.st.sentinels[addr].client.Close()
+		}
+		w.log.Info("watcher stopped")
+	}()
+	for _, addr := range w.opts.Sentinels {
+		w.addSentinel(ctx, &wg, addr, false)
+	}
+	w.log.Info("watcher started", zap.Strings("sentinels", w.opts.Sentinels),
+		zap.Duration("poll_interval", w.opts.PollInterval), zap.Bool("stop_writes_when_blind", w.opts.StopWritesWhenBlind))
+	w.apply()
+
+	tick := time.NewTicker(w.opts.PollInterval)
+	defer tick.Stop()
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
+	w.st.retry = retry
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+			w.kickAll()
+		case <-retry.C:
+			w.kickAll()
+		case <-w.suspectC:
+			w.onSuspect(ctx)
+		case m := <-w.inbox:
+			w.onInbox(m)
+		case a := <-w.answers:
+			w.onAnswer(ctx, &wg, a)
+		}
+	}
+}
+
+// addSentinel starts a poller and a subscriber for addr.
+func (w *Watcher) addSentinel(ctx context.Context, wg *sync.WaitGroup, addr string, discovered bool) {
+	s := &sentinelConn{
+		addr:       addr,
+		host:       hostOf(addr),
+		client:     w.newSentinelClient(addr),
+		kick:       make(chan struct{}, 1),
+		discovered: discovered,
+	}
+	w.st.sentinels[addr] = s
+	w.st.order = append(w.st.order, addr)
+	wg.Add(2)
+	go func() { defer wg.Done(); w.poll(ctx, s) }()
+	go func() { defer wg.Done(); w.subscribe(ctx, s) }()
+	s.kick <- struct{}{}
+}
+
+// kickAll asks every sentinel's poller for a query now (coalesced).
+func (w *Watcher) kickAll() {
+	for _, s := range w.st.sentinels {
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// onInbox handles a subscriber's report.
+func (w *Watcher) onInbox(m inboxMsg) {
+	s := w.st.sentinels[m.sentinel]
+	if s == nil {
+		return
+	}
+	switch m.kind {
+	case inSubscribed:
+		if !s.subscribed {
+			w.log.Info("subscribed to sentinel events", zap.String("sentinel", s.addr))
+		}
+		s.subscribed = true
+		w.kickAll() // events may have been missed while not subscribed
+	case inDown:
+		if s.subscribed {
+			w.log.Warn("sentinel event subscription lost", zap.String("sentinel", s.addr), zap.Error(m.err))
+		} else {
+			w.log.Debug("sentinel event subscription failed", zap.String("sentinel", s.addr), zap.Error(m.err))
+		}
+		s.subscribed = false
+	case inEvent:
+		w.onEvent(m.ev)
+	}
+	w.apply()
+}
+
+// onSuspect re-checks ROLE on the current master at once if the proxy
+// suspects it, and re-queries every sentinel.
+func (w *Watcher) onSuspect(ctx context.Context) {
+	w.suspectMu.Lock()
+	set := w.suspects
+	w.suspects = make(map[string]bool)
+	w.suspectMu.Unlock()
+	w.kickAll()
+	st := &w.st
+	if !set[st.cur.Addr] || !st.valid {
+		return
+	}
+	w.log.Debug("master suspected", zap.String("master", st.cur.Addr))
+	if !w.verify(ctx, st.cur.Addr, st.cur.Epoch, true) {
+		st.valid = false
+		w.log.Info("suspected master failed its ROLE check; holding", zap.String("master", st.cur.Addr))
+		w.scheduleRetry()
+	} else {
+		st.cur.VerifiedAt = time.Now()
+	}
+	w.apply()
+}
+
+// effective is what Master() should return now.
+func (w *Watcher) effective() string {
+	st := &w.st
+	switch {
+	case st.cur.Addr == "" || !st.valid, st.hold.active:
+		return ""
+	case st.blind && w.opts.StopWritesWhenBlind:
+		return ""
+	}
+	return st.cur.Addr
+}
+
+// apply publishes the effective master (close-and-replace of the change
+// channel under the mutex: never blocks) and refreshes the Status snapshot.
+func (w *Watcher) apply() {
+	eff := w.effective()
+	snap := w.snapshot(eff)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if eff != w.pubAddr {
+		w.pubAddr = eff
+		close(w.changed)
+		w.changed = make(chan struct{})
+		w.st.lastChange = time.Now()
+		if w.onPublish != nil {
+			w.onPublish(eff)
+		}
+	}
+	snap.LastChange = w.st.lastChange
+	w.snap = snap
+}
+
+// snapshot builds a Status from the main loop's state.
+func (w *Watcher) snapshot(eff string) Status {
+	st := &w.st
+	s := Status{
+		MasterName:         w.opts.MasterName,
+		Master:             eff,
+		LastVerified:       st.cur,
+		Verified:           st.valid && st.cur.Addr != "",
+		HighestEpoch:       st.floor,
+		FailoverInProgress: st.hold.active,
+		Blind:              st.blind,
+		Error:              st.errMsg,
+		LastEvent:          st.lastEvent,
+	}
+	if st.hold.active {
+		s.FailoverSince, s.FailoverReason = st.hold.since, st.hold.reason
+	}
+	if st.blind {
+		s.BlindSince = st.blindSince
+		if s.Error == "" {
+			s.Error = "no sentinel answers"
+		}
+	}
+	for _, addr := range st.order {
+		c := st.sentinels[addr]
+		ss := SentinelStatus{Addr: addr, Discovered: c.discovered, RunID: c.runID, Subscribed: c.subscribed,
+			OK: c.tried && c.last.err == nil}
+		if !c.lastOK.at.IsZero() {
+			a := c.lastOK
+			ss.LastAnswerAt, ss.MasterAddr, ss.Epoch = a.at, a.addr, a.epoch
+			ss.Flags, ss.FailoverState, ss.UnknownMaster = a.flags, a.state, a.unknown
+		}
+		if c.last.err != nil {
+			ss.LastErr, ss.LastErrAt = c.last.err.Error(), c.last.at
+		}
+		s.Sentinels = append(s.Sentinels, ss)
+	}
+	return s
+}
