@@ -107,13 +107,20 @@ func ParseRequest(buf []byte, lim RequestLimits) (cmd Command, n int, need int, 
 	if buf[0] != '*' {
 		return parseInline(buf, lim)
 	}
-	count, n, need, err := scanMultibulk(buf, lim, nil)
+	// Args is allocated once the request is known to be complete, so an
+	// incomplete one costs nothing. Short commands collect their arguments
+	// on the stack on the way; longer ones take a second pass.
+	var small [16][]byte
+	count, n, need, err := scanMultibulk(buf, lim, small[:])
 	if n == 0 || count <= 0 {
 		return Command{}, n, need, err
 	}
-	// Second pass over a request known to be complete and valid: fill Args.
 	args := make([][]byte, count)
-	scanMultibulk(buf, lim, args)
+	if count <= int64(len(small)) {
+		copy(args, small[:count])
+	} else {
+		scanMultibulk(buf, lim, args)
+	}
 	return Command{Raw: buf[:n:n], Args: args}, n, 0, nil
 }
 
@@ -143,8 +150,8 @@ func lineEnd(b []byte, from int, c byte, max int) int {
 
 // scanMultibulk checks the multibulk request at the start of buf. It returns
 // the argument count (<= 0: an ignored request) and n > 0 when the request is
-// complete, else n == 0 and need or an error. When args is not nil (len =
-// count) it is filled with the arguments.
+// complete, else n == 0 and need or an error. It stores the arguments it
+// passes in args, as far as args is long.
 func scanMultibulk(buf []byte, lim RequestLimits, args [][]byte) (count int64, n, need int, err error) {
 	nl := lineEnd(buf, 0, '\r', lim.MaxInline)
 	if nl < 0 {
@@ -187,7 +194,7 @@ func scanMultibulk(buf []byte, lim RequestLimits, args [][]byte) (count int64, n
 		if end > int64(len(buf)) {
 			return 0, 0, needAtLeast(len(buf)+1, end+minArgSize*(count-j-1)), nil
 		}
-		if args != nil {
+		if j < int64(len(args)) {
 			args[j] = buf[pos : pos+int(size) : pos+int(size)]
 		}
 		pos = int(end)

@@ -479,3 +479,30 @@ func TestReadonlyNotRetriedWithoutMaster(t *testing.T) {
 		t.Fatalf("PING after = %q", got)
 	}
 }
+
+// TestSubscriberMoves checks that a subscribed client is subscribed again on
+// the new master after a switch, without seeing confirmations it did not
+// ask for, in RESP2 and RESP3.
+func TestSubscriberMoves(t *testing.T) {
+	r1, r2 := startRedis(t), startRedis(t)
+	for _, proto := range []string{"2", "3"} {
+		t.Run("resp"+proto, func(t *testing.T) {
+			src := newFakeSource(r1)
+			_, paddr := startProxy(t, src, nil)
+			s := dialRaw(t, paddr)
+			s.do("HELLO", proto)
+			s.send(string(appendCommand(nil, "SUBSCRIBE", "news")))
+			s.read()
+			s.send(string(appendCommand(nil, "PSUBSCRIBE", "n*")))
+			s.read()
+			src.set(r2)
+			p := dialRaw(t, r2)
+			// Wait until both subscriptions exist on the new master.
+			waitFor(t, func() bool { return p.do("PUBLISH", "news", "x") == ":2\r\n" })
+			msg := s.read()
+			if !strings.Contains(msg, "message") || !strings.Contains(msg, "news") {
+				t.Fatalf("first frame after the move = %q, want a message", msg)
+			}
+		})
+	}
+}

@@ -69,7 +69,7 @@ func (s *session) serve() {
 			return
 		}
 		if s.duplex != nil {
-			err = s.duplex.forward(s, cmds)
+			err = s.duplex.forward(cmds)
 		} else {
 			err = s.exec(cmds)
 		}
@@ -133,7 +133,7 @@ func (s *session) exec(cmds []Command) error {
 				return err
 			}
 			// The rest of the batch is streamed as well.
-			return s.duplex.forward(s, cmds[i+1:])
+			return s.duplex.forward(cmds[i+1:])
 		case info.kind == kindQuit:
 			s.writeRaw([]byte("+OK\r\n"))
 			s.flush()
@@ -537,7 +537,7 @@ func (s *session) writeError(msg string) {
 // gives the buffer back.
 func (s *session) flush() error {
 	if s.duplex != nil {
-		return s.duplex.flush(s)
+		return s.duplex.flush()
 	}
 	if s.w == nil {
 		return nil

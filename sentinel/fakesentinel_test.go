@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // sentView is what a fake sentinel answers about the master.
@@ -33,7 +34,7 @@ type fakeSentinel struct {
 	view  sentView
 	peers []map[string]string
 
-	queries  chan string // SENTINEL subcommands and PSUBSCRIBE, as received
+	queries  chan query  // SENTINEL subcommands, PSUBSCRIBE and PING, as received
 	mutePing atomic.Bool // subscribed connections get no pong (a dead link)
 }
 
@@ -41,7 +42,7 @@ type fakeSentinel struct {
 // fields they set are read by connection goroutines without locks).
 func newFakeSentinel(t *testing.T, listen string, view sentView, opts ...func(*fakeSentinel)) *fakeSentinel {
 	t.Helper()
-	f := &fakeSentinel{name: "mymaster", view: view, queries: make(chan string, 4096)}
+	f := &fakeSentinel{name: "mymaster", view: view, queries: make(chan query, 4096)}
 	f.runID = fmt.Sprintf("run%p", f)
 	for _, o := range opts {
 		o(f)
@@ -62,9 +63,15 @@ func (f *fakeSentinel) setPeers(p []map[string]string) {
 	f.mu.Unlock()
 }
 
+// query is one command a fake sentinel received.
+type query struct {
+	name string
+	at   time.Time
+}
+
 func (f *fakeSentinel) note(q string) {
 	select {
-	case f.queries <- q:
+	case f.queries <- query{q, time.Now()}:
 	default:
 	}
 }

@@ -132,22 +132,38 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 	}
 }
 
-// waitQuery waits until f receives the named query.
-func waitQuery(t *testing.T, f *fakeSentinel, q string, d time.Duration) time.Duration {
+// waitQuery waits until f receives the named query and returns when it did.
+func waitQuery(t *testing.T, f *fakeSentinel, q string, d time.Duration) time.Time {
 	t.Helper()
-	start := time.Now()
 	deadline := time.NewTimer(d)
 	defer deadline.Stop()
 	for {
 		select {
 		case got := <-f.queries:
-			if got == q {
-				return time.Since(start)
+			if got.name == q {
+				return got.at
 			}
 		case <-deadline.C:
 			t.Fatalf("sentinel %s got no %q within %v", f.addr, q, d)
 		}
 	}
+}
+
+// requery makes the watcher query f again and waits until it has decided
+// on f's answer to a query f received after the call.
+func requery(t *testing.T, w *Watcher, f *fakeSentinel) {
+	t.Helper()
+	f.drain()
+	w.Suspect("192.0.2.1:6379") // not a master we know: only a re-query
+	at := waitQuery(t, f, "get-master-addr-by-name", 2*time.Second)
+	eventually(t, 2*time.Second, "answer processed", func() bool {
+		for _, s := range w.Status().Sentinels {
+			if s.Addr == f.addr {
+				return !s.LastAnswerAt.Before(at)
+			}
+		}
+		return false
+	})
 }
 
 // waitRole waits until n receives a ROLE.

@@ -137,8 +137,8 @@ func (w *Watcher) poll(ctx context.Context, s *sentinelConn) {
 // the epoch it is paired with (a failover in between pairs the new address
 // with the old epoch, which the epoch rule and ROLE check absorb; the other
 // order could pair the old address with the new epoch).
-func (w *Watcher) query(ctx context.Context, s *sentinelConn, discover bool) answer {
-	a := answer{sentinel: s.addr, started: time.Now()}
+func (w *Watcher) query(ctx context.Context, s *sentinelConn, discover bool) (a answer) {
+	a = answer{sentinel: s.addr, started: time.Now()}
 	defer func() { a.at = time.Now() }()
 	ctx, cancel := context.WithTimeout(ctx, w.opts.DialTimeout+3*w.opts.QueryTimeout)
 	defer cancel()

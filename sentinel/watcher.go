@@ -54,7 +54,7 @@ func New(opts Options, log *zap.Logger) (*Watcher, error) {
 		log:        log.Named("sentinel").With(zap.String("master_name", opts.MasterName)),
 		pingIdle:   pingIdle,
 		holdMax:    defaultHoldMax,
-		retryEvery: min(max(opts.PollInterval/10, 50*time.Millisecond), opts.PollInterval),
+		retryEvery: min(max(opts.PollInterval/10, 20*time.Millisecond), 200*time.Millisecond),
 		answers:    make(chan answer, maxSentinels),
 		inbox:      make(chan inboxMsg, 256),
 		suspects:   make(map[string]bool),
