@@ -11,7 +11,7 @@ import (
 
 // readBufSize is the size of the pooled buffer a client's requests are read
 // into. A request that does not fit gets a buffer of its own, sized exactly.
-const readBufSize = 16 << 10
+const readBufSize = 4 << 10
 
 // bufPool holds the read and write buffers of clients that are not idle. An
 // idle client holds neither: that is what keeps thousands of idle PHP or

@@ -71,6 +71,7 @@ type ProtocolError struct {
 	Msg    string // what was wrong
 }
 
+// Error describes the fault and where in the frame it was found.
 func (e *ProtocolError) Error() string {
 	return fmt.Sprintf("resp protocol error at frame offset %d: %s", e.Offset, e.Msg)
 }
@@ -93,7 +94,8 @@ type level struct {
 // each frame's bytes unchanged to a writer as they arrive. Its memory is
 // bounded whatever the input: the read buffer, the capture buffer and a
 // nesting stack of at most MaxDepth levels. Payloads are streamed in chunks
-// and element counts are only counters, never allocations.
+// and element counts are only counters, never allocations. It checks framing
+// only: the text of simple lines (+ - : _ , # () is passed through unchecked.
 //
 // Set the limit fields before the first call to Next. A Framer is not safe
 // for concurrent use.

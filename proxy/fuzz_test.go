@@ -9,6 +9,79 @@ import (
 	"testing/iotest"
 )
 
+// framerVectors are reply streams, each given as its top-level frames. The
+// unit tests run them and FuzzFramer starts from them.
+var framerVectors = []struct {
+	name   string
+	frames []string
+}{
+	{"simple string", []string{"+OK\r\n"}},
+	{"empty simple string", []string{"+\r\n"}},
+	{"error", []string{"-READONLY You can't write against a read only replica.\r\n"}},
+	{"integer", []string{":1\r\n", ":-42\r\n"}},
+	{"bulk", []string{"$3\r\nbar\r\n"}},
+	{"bulk with CRLF inside", []string{"$4\r\n\r\n\r\n\r\n"}},
+	{"empty bulk", []string{"$0\r\n\r\n"}},
+	{"null bulk", []string{"$-1\r\n"}},
+	{"null array", []string{"*-1\r\n"}},
+	{"empty array", []string{"*0\r\n"}},
+	{"array", []string{"*2\r\n$3\r\nfoo\r\n:1\r\n"}},
+	{"null", []string{"_\r\n"}},
+	{"doubles", []string{",3.141\r\n", ",inf\r\n", ",-inf\r\n", ",nan\r\n", ",1.5e-3\r\n"}},
+	{"booleans", []string{"#t\r\n", "#f\r\n"}},
+	{"big number", []string{"(3492890328409238509324850943850943825024385\r\n"}},
+	{"bulk error", []string{"!21\r\nSYNTAX invalid syntax\r\n"}},
+	{"verbatim", []string{"=15\r\ntxt:Some string\r\n"}},
+	{"map", []string{"%2\r\n+a\r\n:1\r\n+b\r\n:2\r\n"}},
+	{"empty map", []string{"%0\r\n"}},
+	{"set", []string{"~2\r\n+a\r\n+b\r\n"}},
+	{"top-level attribute then reply", []string{"|1\r\n+ttl\r\n:3\r\n", "$3\r\nbar\r\n"}},
+	{"empty attribute", []string{"|0\r\n", ":1\r\n"}},
+	{"push", []string{">3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\nhi\r\n"}},
+	{"push between replies", []string{"+OK\r\n", ">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n", ":5\r\n"}},
+	{"nested aggregates", []string{"*3\r\n*2\r\n:1\r\n:2\r\n%1\r\n+k\r\n*1\r\n_\r\n~1\r\n*0\r\n"}},
+	{"attribute inside array", []string{"*2\r\n|1\r\n+ttl\r\n:3\r\n:1\r\n:2\r\n"}},
+	{"attribute before last element", []string{"*2\r\n:1\r\n|1\r\n+a\r\n*2\r\n+x\r\n+y\r\n*1\r\n:2\r\n"}},
+	{"attribute inside map value", []string{"%1\r\n+k\r\n|1\r\n+a\r\n+b\r\n+v\r\n"}},
+	{"attribute with aggregate value", []string{"*1\r\n|1\r\n+key-popularity\r\n*2\r\n$1\r\na\r\n,0.1923\r\n:7\r\n"}},
+	{"nested attribute", []string{"|1\r\n+a\r\n|1\r\n+b\r\n+c\r\n+d\r\n", "+OK\r\n"}},
+	{"streamed string", []string{"$?\r\n;4\r\nHell\r\n;5\r\no wor\r\n;1\r\nd\r\n;0\r\n"}},
+	{"empty streamed string", []string{"$?\r\n;0\r\n"}},
+	{"streamed string in array", []string{"*2\r\n$?\r\n;2\r\nab\r\n;0\r\n:1\r\n"}},
+	{"streamed array", []string{"*?\r\n:1\r\n:2\r\n.\r\n"}},
+	{"empty streamed set", []string{"~?\r\n.\r\n"}},
+	{"streamed map", []string{"%?\r\n+a\r\n:1\r\n+b\r\n*?\r\n.\r\n.\r\n"}},
+	{"streamed push", []string{">?\r\n+pubsub\r\n+x\r\n.\r\n"}},
+	{"counted inside streamed", []string{"*?\r\n*2\r\n:1\r\n$?\r\n;1\r\nz\r\n;0\r\n|1\r\n+a\r\n+b\r\n:3\r\n.\r\n"}},
+	{"streamed inside counted", []string{"*2\r\n~?\r\n:1\r\n.\r\n*?\r\n.\r\n"}},
+	{"long simple string", []string{"+" + strings.Repeat("s", 5000) + "\r\n"}},
+	{"long error", []string{"-ERR " + strings.Repeat("e", 3000) + "\r\n"}},
+	{"large bulk", []string{"$3000\r\n" + strings.Repeat("b", 3000) + "\r\n", "+OK\r\n"}},
+	{"large array", []string{"*300\r\n" + strings.Repeat(":12345\r\n", 300)}},
+	{"just over capture", []string{"$1016\r\n" + strings.Repeat("c", 1016) + "\r\n", "$1015\r\n" + strings.Repeat("c", 1015) + "\r\n"}},
+	// DEBUG PROTOCOL output of redis 7.0.15 (redis-protocol-notes.md §2.1).
+	{"debug protocol resp3", []string{
+		"$11\r\nHello World\r\n", ":12345\r\n", ",3.141\r\n",
+		"(1234567999999999999999999999999999999\r\n", "_\r\n",
+		"*3\r\n:0\r\n:1\r\n:2\r\n", "~3\r\n:0\r\n:1\r\n:2\r\n",
+		"%3\r\n:0\r\n#f\r\n:1\r\n#t\r\n:2\r\n#f\r\n",
+		"|1\r\n$14\r\nkey-popularity\r\n*2\r\n$7\r\nkey:123\r\n:90\r\n",
+		"$39\r\nSome real reply following the attribute\r\n",
+		">2\r\n$16\r\nserver-cpu-usage\r\n:42\r\n",
+		"$40\r\nSome real reply following the push reply\r\n",
+		"=29\r\ntxt:This is a verbatim\nstring\r\n", "#t\r\n", "#f\r\n",
+	}},
+	{"debug protocol resp2", []string{
+		"$11\r\nHello World\r\n", ":12345\r\n", "$5\r\n3.141\r\n",
+		"$37\r\n1234567999999999999999999999999999999\r\n", "$-1\r\n",
+		"*3\r\n:0\r\n:1\r\n:2\r\n", "*3\r\n:0\r\n:1\r\n:2\r\n",
+		"*6\r\n:0\r\n:0\r\n:1\r\n:1\r\n:2\r\n:0\r\n",
+		"$39\r\nSome real reply following the attribute\r\n",
+		"-ERR RESP2 is not supported by this command\r\n",
+		"$25\r\nThis is a verbatim\nstring\r\n", ":1\r\n", ":0\r\n",
+	}},
+}
+
 // fuzzFrame is what a frame looks like once copied out of the framer.
 type fuzzFrame struct {
 	typ   byte

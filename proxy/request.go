@@ -62,6 +62,7 @@ type RequestError struct {
 	Text string
 }
 
+// Error returns Redis's text, without the "ERR " prefix.
 func (e *RequestError) Error() string { return e.Text }
 
 // The request errors whose text does not vary.
@@ -82,8 +83,10 @@ const minArgSize = 6
 //
 // It returns n == 0 and err == nil when buf holds no complete request yet;
 // need is then a lower bound (>= len(buf)+1) on the total bytes buf must hold
-// before the request can complete (exact for a bulk whose header has been
-// seen; len(buf)+1 when unknown). need is 0 otherwise. A complete request
+// before the request can complete: once a bulk's header is seen it counts that
+// bulk in full, plus 6 bytes (the smallest argument, "$0\r\n\r\n") for each
+// argument still to come, so it is exact when the last argument's header has
+// arrived; len(buf)+1 when nothing better is known. need is 0 otherwise. A complete request
 // returns n > 0, the bytes consumed. Redis silently ignores "*0", any
 // "*<negative>" and empty or blank inline lines: those return n > 0 with
 // cmd.Args == nil, and the caller skips them. For a multibulk request Raw is
@@ -279,7 +282,7 @@ func parseInline(buf []byte, lim RequestLimits) (Command, int, int, error) {
 	}
 	n := nl + 1
 	// First pass: count the arguments and size the RESP encoding.
-	argc, size := 0, 0
+	argc, size, longest := 0, 0, 0
 	for p := 0; ; {
 		var l int
 		var ok bool
@@ -289,19 +292,21 @@ func parseInline(buf []byte, lim RequestLimits) (Command, int, int, error) {
 		if l < 0 {
 			break
 		}
-		// Redis has neither limit for inline arguments; they are applied so
-		// that Raw always parses again under the same limits. With the
-		// defaults a line of at most MaxInline bytes cannot reach them.
-		if int64(l) > lim.MaxBulk {
-			return Command{}, 0, 0, errInvalidBulk
-		}
-		if argc++; int64(argc) > lim.MaxMultibulk {
-			return Command{}, 0, 0, errInvalidMultibulk
-		}
+		argc++
+		longest = max(longest, l)
 		size += 1 + decimalLen(l) + 2 + l + 2
 	}
 	if argc == 0 {
 		return Command{}, n, 0, nil
+	}
+	// Redis has neither limit for inline commands; they are applied so that
+	// Raw always parses again under the same limits. With the defaults a
+	// line of at most MaxInline bytes cannot reach them.
+	if int64(longest) > lim.MaxBulk {
+		return Command{}, 0, 0, errInvalidBulk
+	}
+	if int64(argc) > lim.MaxMultibulk {
+		return Command{}, 0, 0, errInvalidMultibulk
 	}
 	size += 1 + decimalLen(argc) + 2
 	raw := make([]byte, 0, size)

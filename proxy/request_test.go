@@ -253,6 +253,10 @@ func TestParseRequestLimits(t *testing.T) {
 		{"ECHO 123456", "Protocol error: too big inline request"},
 		{"*2" + strings.Repeat("0", 9), "Protocol error: too big mbulk count string"},
 		{"*1\r\n$" + strings.Repeat("0", 10), "Protocol error: too big bulk count string"},
+		// Inline commands are held to the same limits, unbalanced quotes first.
+		{"A 123456\n", "Protocol error: invalid bulk length"},
+		{"A B C\n", "Protocol error: invalid multibulk length"},
+		{"A B 'C\n", "Protocol error: unbalanced quotes in request"},
 	}
 	for _, tc := range tests {
 		_, _, _, err := ParseRequest([]byte(tc.in), lim)

@@ -80,12 +80,14 @@ type Server struct {
 	log    *zap.Logger
 	pool   *pool
 	bufs   *bufPool
+	parker *parker
 	dialer net.Dialer
 	salt   []byte
 
 	mu       sync.Mutex
 	sessions map[*session]struct{}
-	wg       sync.WaitGroup // session goroutines
+	wg       sync.WaitGroup // sessions, running or parked
+	draining atomic.Bool
 
 	clients  atomic.Int64
 	accepted atomic.Uint64
@@ -104,7 +106,12 @@ func NewServer(opts Options, log *zap.Logger) (*Server, error) {
 	if _, err := rand.Read(salt); err != nil {
 		return nil, fmt.Errorf("proxy: salt: %w", err)
 	}
+	pk, err := newParker()
+	if err != nil {
+		return nil, fmt.Errorf("proxy: parker: %w", err)
+	}
 	return &Server{
+		parker:   pk,
 		opts:     opts,
 		log:      log,
 		pool:     newPool(opts.MaxIdlePerKey),
@@ -132,9 +139,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.log.Info("listening", zap.String("group", s.opts.Name), zap.Stringer("addr", ln.Addr()))
 	bg, stopBg := context.WithCancel(context.Background())
 	var bgWG sync.WaitGroup
-	bgWG.Add(2)
+	bgWG.Add(3)
 	go func() { defer bgWG.Done(); s.followMaster(bg) }()
 	go func() { defer bgWG.Done(); s.reapIdle(bg) }()
+	go func() { defer bgWG.Done(); s.parker.run(bg, (*session).serve) }()
 
 	acceptDone := make(chan error, 1)
 	go func() { acceptDone <- s.acceptLoop(ln) }()
@@ -185,15 +193,17 @@ func (s *Server) acceptLoop(ln net.Listener) error {
 		s.mu.Unlock()
 		s.clients.Add(1)
 		s.accepted.Add(1)
-		go func() {
-			defer s.wg.Done()
-			sess.serve()
-			s.mu.Lock()
-			delete(s.sessions, sess)
-			s.mu.Unlock()
-			s.clients.Add(-1)
-		}()
+		go sess.serve()
 	}
+}
+
+// sessionEnded forgets a session that has closed.
+func (s *Server) sessionEnded(sess *session) {
+	s.mu.Lock()
+	delete(s.sessions, sess)
+	s.mu.Unlock()
+	s.clients.Add(-1)
+	s.wg.Done()
 }
 
 // isTemporary reports accept errors worth retrying (EMFILE, ENFILE, …).
@@ -206,6 +216,10 @@ func isTemporary(err error) bool {
 // its client's next command ends at once), for up to DrainTimeout; then it
 // closes the rest.
 func (s *Server) drain() {
+	s.draining.Store(true)
+	for _, sess := range s.parker.close() {
+		sess.end()
+	}
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	deadline := time.NewTimer(s.opts.DrainTimeout)
@@ -298,11 +312,12 @@ func (s *Server) awaitMaster(deadline time.Time) (string, error) {
 // Stats is a snapshot of the server's counters.
 type Stats struct {
 	Clients  int64  // connected now
+	Parked   int    // idle clients held without a goroutine
 	Accepted uint64 // since start
 	Pool     PoolStats
 }
 
 // Stats returns current counters.
 func (s *Server) Stats() Stats {
-	return Stats{Clients: s.clients.Load(), Accepted: s.accepted.Load(), Pool: s.pool.stats()}
+	return Stats{Clients: s.clients.Load(), Parked: s.parker.count(), Accepted: s.accepted.Load(), Pool: s.pool.stats()}
 }

@@ -53,12 +53,34 @@ func newSession(srv *Server, nc net.Conn) *session {
 // errQuit ends a session after QUIT was answered.
 var errQuit = errors.New("quit")
 
-// serve runs the session until the client leaves or the server drains.
+// parkAfter is how long a session waits for its client's next command on
+// its own goroutine before it hands the connection to the parker.
+const parkAfter = 50 * time.Millisecond
+
+// serve runs the session until the client leaves, the server drains, or the
+// session is parked (it then runs again, on a new goroutine, when the client
+// sends its next command).
 func (s *session) serve() {
-	defer s.close()
 	for {
+		if s.srv.draining.Load() && !s.rd.buffered() {
+			s.end()
+			return
+		}
+		idle := s.duplex == nil && !s.rd.buffered()
+		if idle {
+			s.conn.SetReadDeadline(time.Now().Add(parkAfter))
+		}
 		cmds, err := s.rd.next(s.srv.opts.MaxBatch)
+		if idle {
+			s.conn.SetReadDeadline(time.Time{})
+		}
 		if err != nil {
+			if idle && isTimeout(err) && !s.srv.draining.Load() {
+				if !s.rd.buffered() && s.park() {
+					return
+				}
+				continue // a request started arriving: read it without a deadline
+			}
 			var perr *RequestError
 			if errors.As(err, &perr) {
 				s.writeError("ERR " + perr.Error())
@@ -66,6 +88,7 @@ func (s *session) serve() {
 			} else if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !isTimeout(err) {
 				s.srv.log.Debug("client read failed", zap.String("client", s.conn.RemoteAddr().String()), zap.Error(err))
 			}
+			s.end()
 			return
 		}
 		if s.duplex != nil {
@@ -77,16 +100,31 @@ func (s *session) serve() {
 			err = ferr
 		}
 		if err != nil {
+			s.end()
 			return
 		}
 		s.rd.idle()
 	}
 }
 
+// park hands the idle session to the parker, dropping what an idle session
+// need not keep. It reports whether the parker took it.
+func (s *session) park() bool {
+	s.rd.cmds, s.infos, s.bufs, s.pending = nil, nil, nil, nil
+	s.rw.held = nil
+	return s.srv.parker.park(s)
+}
+
 // stopReading makes the session end once its current batch is answered: a
 // read deadline in the past fails the next read, while a batch already read
 // still runs to completion. Safe from any goroutine.
 func (s *session) stopReading() { s.conn.SetReadDeadline(time.Unix(1, 0)) }
+
+// end closes the session and tells the server it is gone.
+func (s *session) end() {
+	s.close()
+	s.srv.sessionEnded(s)
+}
 
 // close releases everything the session holds.
 func (s *session) close() {

@@ -438,9 +438,12 @@ func (w *Watcher) setBlind(b bool) {
 	switch {
 	case b && !st.blind:
 		st.blind, st.blindSince = true, time.Now()
-		if w.opts.StopWritesWhenBlind {
+		switch {
+		case st.cur.Addr == "":
+			w.log.Warn("no sentinel answers; no master known yet")
+		case w.opts.StopWritesWhenBlind:
 			w.log.Warn("no sentinel answers; stopping writes", zap.String("last_verified", st.cur.Addr))
-		} else {
+		default:
 			w.log.Warn("no sentinel answers; keeping the last verified master",
 				zap.String("last_verified", st.cur.Addr), zap.Int64("epoch", st.cur.Epoch))
 		}

@@ -15,9 +15,8 @@ import (
 // protocol for go-redis's handshake (HELLO, AUTH, CLIENT), queries and
 // PSUBSCRIBE. The handler runs on the connection's goroutine.
 type fakeServer struct {
-	t       *testing.T
-	network string
-	addr    string
+	t    *testing.T
+	addr string
 
 	mu      sync.Mutex
 	ln      net.Listener
