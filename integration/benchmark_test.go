@@ -40,7 +40,7 @@ func TestRedisBenchmark(t *testing.T) {
 			args := append([]string{"-h", st.Host(), "-p", st.Port(), "-a", st.Password, "-q"}, tc.args...)
 			began := time.Now()
 			r := run(t, 3*time.Minute, nil, "redis-benchmark", args...)
-			t.Logf("redis-benchmark %s took %v", strings.Join(tc.args, " "), time.Since(began).Round(time.Millisecond))
+			t.Logf("redis-benchmark %s took %v:\n%s", strings.Join(tc.args, " "), time.Since(began).Round(time.Millisecond), resultLines(r.Stdout))
 			if r.Err != nil {
 				t.Fatalf("redis-benchmark: %v\n%s", r.Err, clip(r.Combined()))
 			}
@@ -64,4 +64,18 @@ func TestRedisBenchmark(t *testing.T) {
 			}
 		})
 	}
+}
+
+// resultLines returns the result lines of -q output, without the progress.
+func resultLines(out string) string {
+	var b strings.Builder
+	for _, line := range strings.Split(out, "\n") {
+		if i := strings.LastIndexByte(line, '\r'); i >= 0 {
+			line = line[i+1:]
+		}
+		if benchLine.MatchString(line) {
+			b.WriteString(line + "\n")
+		}
+	}
+	return b.String()
 }

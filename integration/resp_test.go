@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -120,4 +121,31 @@ func readFrame(br *bufio.Reader, out *[]byte, depth int) error {
 		return nil
 	}
 	return fmt.Errorf("unknown frame type %q", line)
+}
+
+// bulkStrings decodes a frame that is an array or push of bulk strings
+// ("*3\r\n$7\r\nmessage\r\n…"), or returns nil.
+func bulkStrings(frame string) []string {
+	if len(frame) == 0 || frame[0] != '*' && frame[0] != '>' {
+		return nil
+	}
+	br := bufio.NewReader(strings.NewReader(frame))
+	line, err := br.ReadString('\n')
+	if err != nil {
+		return nil
+	}
+	n, err := strconv.Atoi(strings.TrimSuffix(line[1:], "\r\n"))
+	if err != nil || n < 0 {
+		return nil
+	}
+	out := make([]string, 0, n)
+	for range n {
+		var el []byte
+		if err := readFrame(br, &el, 1); err != nil || len(el) == 0 || el[0] != '$' {
+			return nil
+		}
+		_, body, _ := strings.Cut(string(el), "\r\n")
+		out = append(out, strings.TrimSuffix(body, "\r\n"))
+	}
+	return out
 }

@@ -100,10 +100,13 @@ func (r *clientReader) fill(need int) error {
 			r.buf = nil // a dedicated buffer is dropped as soon as it is drained
 		}
 	case need > len(r.buf):
-		// One request larger than the buffer: give it a buffer of exactly its
-		// size. Pages are only touched as the data arrives, so a client that
-		// announces a large bulk and sends nothing costs no resident memory.
-		big := make([]byte, need)
+		// One request larger than the buffer: give it a buffer of its own,
+		// as large as the request says it will be, but never more than four
+		// times what actually arrived (plus 1 MiB), so that a client that
+		// announces a huge bulk and sends nothing gets no huge buffer. A
+		// 100 MB SET then costs its size, plus a few copies of its start.
+		size := min(need, 4*pending+1<<20)
+		big := make([]byte, size)
 		copy(big, r.buf[r.start:r.end])
 		r.release()
 		r.buf, r.start, r.end = big, 0, pending

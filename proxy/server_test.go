@@ -233,13 +233,11 @@ func TestPoolIsolation(t *testing.T) {
 func TestIdleClientsHoldNoBackend(t *testing.T) {
 	r := startRedis(t)
 	srv, paddr := startProxy(t, newFakeSource(r), nil)
-	var conns []*rawConn
 	for i := 0; i < 50; i++ {
 		c := dialRaw(t, paddr)
 		if got := c.do("SET", "k"+strconv.Itoa(i), "v"); got != "+OK\r\n" {
 			t.Fatalf("SET = %q", got)
 		}
-		conns = append(conns, c)
 	}
 	if st := srv.Stats(); st.Clients != 50 || st.Pool.Open != 1 {
 		t.Fatalf("clients=%d backends=%d, want 50 and 1", st.Clients, st.Pool.Open)

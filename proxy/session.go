@@ -210,7 +210,7 @@ func (s *session) forward(cmds []Command, infos []cmdInfo) error {
 		if s.txLost || s.watchGone {
 			return s.answerLost(cmds, infos)
 		}
-		if b, fresh, err = s.acquire(); err != nil {
+		if b, _, err = s.acquire(); err != nil {
 			for range cmds {
 				s.writeError(s.acquireErrorText(err))
 			}
@@ -289,12 +289,6 @@ func (s *session) replies(b *backend, cmds []Command, infos []cmdInfo) error {
 	rw.discarding = false
 	s.lost(b) // it answered like a replica
 	return s.resolve(b.addr, cmds, len(cmds))
-}
-
-func appendError(b []byte, msg string) []byte {
-	b = append(b, '-')
-	b = append(b, msg...)
-	return append(b, '\r', '\n')
 }
 
 const errMayHaveRun = "ERR connection to the master lost before the reply; the command may have run (sentinel-proxy)"

@@ -201,7 +201,7 @@ func (w *Watcher) decide(ctx context.Context) {
 		ref = c.addr
 	}
 	for _, a := range views {
-		if a.failing() && a.addr == ref && a.epoch >= st.cur.Epoch {
+		if a.failing() && a.infoAddr == ref && a.epoch >= st.cur.Epoch {
 			reason := "poll: failover_in_progress"
 			if a.hasFlag("o_down") {
 				reason = "poll: o_down"
@@ -241,7 +241,7 @@ func (w *Watcher) decideHeld(ctx context.Context, c choice, views []answer, now 
 		return
 	}
 	for _, a := range views {
-		if a.failing() && a.addr == h.master {
+		if a.failing() && a.infoAddr == h.master {
 			return
 		}
 	}

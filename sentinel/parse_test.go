@@ -128,6 +128,8 @@ func TestAnswerFailing(t *testing.T) {
 		{"leader after promotion (trap)", a("master,failover_in_progress", "reconf_slaves", "B:1", "A:1"), false},
 		{"o_down on leader after promotion", a("master,o_down,failover_in_progress", "reconf_slaves", "B:1", "A:1"), false},
 		{"update_config", a("master,failover_in_progress", "update_config", "A:1", "A:1"), false},
+		// MASTER read before the promotion, GET-MASTER-ADDR after it.
+		{"promotion between the two reads", a("master,failover_in_progress", "wait_promotion", "B:1", "A:1"), true},
 		{"error", answer{err: errTest, flags: "o_down"}, false},
 	}
 	for _, tt := range tests {

@@ -62,26 +62,23 @@ func (a answer) hasFlag(f string) bool {
 	return false
 }
 
-// failing reports whether this sentinel is failing over the master it names:
-// the master is objectively down, or a failover of it is running and has not
-// reached the promotion yet. After the promotion the leader's GET-MASTER-ADDR
-// already names the new master while SENTINEL MASTER still shows the old ip
-// (§1.4); that is not "failing" (addr != infoAddr).
+// failing reports whether this sentinel is failing over the master its
+// SENTINEL MASTER reply describes (infoAddr): that master is objectively
+// down, or a failover of it is running and has not reached the promotion.
+// It is judged on the SENTINEL MASTER reply alone, whose fields are one
+// snapshot: the address from GET-MASTER-ADDR-BY-NAME, read a moment later,
+// may already be the promoted replica, and the leader's SENTINEL MASTER
+// keeps the old ip until its own +switch-master (§1.4). From reconf_slaves
+// on, the promotion has happened and the leader names the new master.
 func (a answer) failing() bool {
-	if a.err != nil || a.unknown || a.addr != a.infoAddr {
+	if a.err != nil || a.unknown {
 		return false
 	}
-	if a.hasFlag("o_down") {
-		return true
-	}
-	if !a.hasFlag("failover_in_progress") {
+	inProgress := a.hasFlag("failover_in_progress")
+	if inProgress && (a.state == "reconf_slaves" || a.state == "update_config") {
 		return false
 	}
-	switch a.state {
-	case "reconf_slaves", "update_config":
-		return false
-	}
-	return true
+	return inProgress || a.hasFlag("o_down")
 }
 
 // discoverEvery: SENTINEL SENTINELS and MYID ride on every tenth query of a

@@ -269,6 +269,15 @@ func TestFailoverStartHoldsThenPromotion(t *testing.T) {
 			if addr, _ := r.w.Master(); addr != "" {
 				t.Fatalf("Master() = %q before the promotion", addr)
 			}
+			// The promotion lands between the SENTINEL MASTER read (still
+			// waiting for it) and the GET-MASTER-ADDR read (already B): the
+			// hold must not end on the old master.
+			s1.set(sentView{addr: b.addr, infoAddr: a.addr, epoch: 1,
+				flags: "master,failover_in_progress", failoverState: "wait_promotion"})
+			requery(t, r.w, s1)
+			if addr, _ := r.w.Master(); addr != "" {
+				t.Fatalf("Master() = %q after a torn read", addr)
+			}
 
 			// Promotion: the leader names B at epoch 2 (SENTINEL MASTER still A).
 			b.setRole("master")

@@ -60,7 +60,7 @@ func printDev(w io.Writer, topo *topology.Topology, groups []*group, admin strin
 		replicas = append(replicas, n.Addr)
 	}
 	sentinels := topo.SentinelAddrs()
-	addr := groups[0].ln.Addr().String()
+	addr := groups[0].addr
 	host, port := splitAddr(addr)
 	shost, sport := splitAddr(sentinels[0])
 	fmt.Fprintf(w, `

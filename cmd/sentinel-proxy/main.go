@@ -39,7 +39,7 @@ func exitCode(err error, stderr io.Writer) int {
 	}
 	var ue usageError
 	if errors.As(err, &ue) {
-		fmt.Fprintf(stderr, "sentinel-proxy: invalid configuration:\n%v\n", err)
+		fmt.Fprintf(stderr, "sentinel-proxy: %v\n(sentinel-proxy --help lists every flag)\n", err)
 		return 2
 	}
 	fmt.Fprintf(stderr, "sentinel-proxy: %v\n", err)

@@ -24,7 +24,8 @@ type group struct {
 	name    string
 	watcher *sentinel.Watcher
 	server  *proxy.Server
-	ln      net.Listener
+	ln      net.Listener // Serve closes it; a second Close is harmless
+	addr    string       // where the listener listens, e.g. after port 0
 }
 
 // runProxy runs the proxy described by the command line. When ready is not
@@ -64,6 +65,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 		if g.ln, err = net.Listen("tcp", listenAddr(cfg, g.name)); err != nil {
 			return fmt.Errorf("listen for %s: %w", g.name, err)
 		}
+		g.addr = g.ln.Addr().String()
 	}
 	if ready != nil {
 		ready(groups)
@@ -159,11 +161,9 @@ func serveGroups(ctx context.Context, cfg config.Config, groups []*group, log *z
 			}
 		}()
 		servers.Add(1)
-		ln := g.ln
-		g.ln = nil // Serve owns it now
 		go func() {
 			defer servers.Done()
-			fail(g.server.Serve(ctx, ln))
+			fail(g.server.Serve(ctx, g.ln))
 		}()
 	}
 	if cfg.Admin != "" {
