@@ -26,6 +26,9 @@ func TestRedisBenchmark(t *testing.T) {
 	if testing.Short() {
 		t.Skip("redis-benchmark")
 	}
+	// Parallel: it overlaps with the failover tests, which mostly wait
+	// for Sentinel.
+	t.Parallel()
 	st := sharedStack(t, true)
 	cases := []struct {
 		name  string

@@ -81,7 +81,6 @@ type foLoad struct {
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
-	began  time.Time
 
 	writers []*opLog
 	readers []*opLog
@@ -99,7 +98,7 @@ type foLoad struct {
 // readers and publisher. newCli makes a go-redis client to the proxy.
 func startLoad(t *testing.T, addr, prefix string, newCli func(*redis.Options) *redis.Client) *foLoad {
 	t.Helper()
-	l := &foLoad{addr: addr, prefix: prefix, newCli: newCli, began: time.Now()}
+	l := &foLoad{addr: addr, prefix: prefix, newCli: newCli}
 	t.Cleanup(l.stop) // after a t.Fatal too; stop is idempotent
 	setup := l.client(2)
 	ctx := testContext(t, 20*time.Second)
@@ -179,9 +178,15 @@ func (l *foLoad) idleKey(phase string, i int) string {
 	return l.prefix + "idle:" + phase + ":" + strconv.Itoa(i)
 }
 
-// paced runs op every interval until ctx ends (at most loadMaxRun/interval
-// times). A late tick is not made up for: the load stays bounded.
-func paced(ctx context.Context, interval time.Duration, op func(seq int)) {
+// paced runs op every interval, starting after phase, until ctx ends (at
+// most loadMaxRun/interval times). A late tick is not made up for: the load
+// stays bounded.
+func paced(ctx context.Context, phase, interval time.Duration, op func(seq int)) {
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(phase):
+	}
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for seq := 0; seq < int(loadMaxRun/interval); seq++ {
@@ -195,7 +200,8 @@ func paced(ctx context.Context, interval time.Duration, op func(seq int)) {
 }
 
 func (l *foLoad) runWriter(ctx context.Context, c *redis.Client, w int, log *opLog) {
-	paced(ctx, loadWriteEvery, func(seq int) {
+	// The writers take turns: one write every loadWriteEvery/loadWriters.
+	paced(ctx, loadWriteEvery*time.Duration(w)/loadWriters, loadWriteEvery, func(seq int) {
 		r := opRecord{seq: seq, sent: time.Now()}
 		// Not ctx: stopping the load must not fail a command in flight.
 		err := c.Set(context.Background(), l.writerKey(w, seq), seq, 0).Err()
@@ -208,7 +214,7 @@ func (l *foLoad) runWriter(ctx context.Context, c *redis.Client, w int, log *opL
 }
 
 func (l *foLoad) runReader(ctx context.Context, c *redis.Client, log *opLog) {
-	paced(ctx, loadReadEvery, func(seq int) {
+	paced(ctx, 0, loadReadEvery, func(seq int) {
 		r := opRecord{seq: seq, sent: time.Now()}
 		v, err := c.Get(context.Background(), l.prefix+"ro").Result()
 		r.done = time.Now()
@@ -223,7 +229,7 @@ func (l *foLoad) runReader(ctx context.Context, c *redis.Client, log *opLog) {
 }
 
 func (l *foLoad) runPublisher(ctx context.Context, c *redis.Client) {
-	paced(ctx, loadPubEvery, func(seq int) {
+	paced(ctx, 0, loadPubEvery, func(seq int) {
 		r := opRecord{seq: seq, sent: time.Now()}
 		n, err := c.Publish(context.Background(), l.prefix+"ch", strconv.Itoa(seq)).Result()
 		r.done, r.n = time.Now(), n

@@ -4,24 +4,16 @@ import (
 	"context"
 	"fmt"
 	"sort"
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
 )
-
-// defaultHoldMax bounds a hold whose signalling sentinel never answers
-// again (see hold.confirmed); a real failover keeps reporting itself.
-const defaultHoldMax = 10 * time.Second
 
 // resetRounds: how many poll intervals every known sentinel must agree on
 // an epoch below the highest one seen before the watcher believes the
 // sentinels' configuration was reset (SENTINEL REMOVE + MONITOR restarts
 // config epochs at 0) and follows them down.
 const resetRounds = 10
-
-// maxVerifyRetries bounds the fast re-query pace per unverified candidate.
-const maxVerifyRetries = 40
 
 // loopState is everything the main loop decides with. Only the goroutine
 // running Run touches it.
@@ -45,36 +37,13 @@ type loopState struct {
 	errMsg        string
 	lastEvent     Event
 	lastChange    time.Time
-	memo          verifyMemo
-	roleErr       map[string]string // last ROLE problem logged per addr
+	verdicts      map[string]verdict   // last ROLE check result per address
+	checking      map[string]time.Time // running ROLE checks, by address: start time
+	recheck       map[string]time.Time // check again once the running one ends, if it began before
+	roleErr       map[string]string    // last ROLE problem logged per address
 	unknownLogged bool
 	fullLogged    bool
 	retry         *time.Timer
-}
-
-// hold is a failover of the current master that has started and has neither
-// been seen to promote (new master verified) nor to abort (old master
-// re-verified). Master() is "" while it lasts.
-type hold struct {
-	active bool
-	since  time.Time
-	reason string
-	master string // the master being failed over
-	epoch  int64  // its config epoch
-	// signals: each sentinel that signalled start or abort, and when. The
-	// hold may only end on the old master once each of them has answered a
-	// query sent after its signal, and none shows the failover any more.
-	signals map[string]time.Time
-}
-
-// verifyMemo remembers the last ROLE verdict to avoid re-checking the same
-// candidate on every answer.
-type verifyMemo struct {
-	addr  string
-	epoch int64
-	first time.Time // first check of this (addr, epoch)
-	at    time.Time // last check
-	ok    bool
 }
 
 // choice is the winning view of one evaluation.
@@ -121,7 +90,7 @@ func choose(views []answer, prefer string) choice {
 }
 
 // onAnswer records one sentinel's answer, learns peers, and decides.
-func (w *Watcher) onAnswer(ctx context.Context, wg *sync.WaitGroup, a answer) {
+func (w *Watcher) onAnswer(ctx context.Context, a answer) {
 	s := w.st.sentinels[a.sentinel]
 	if s == nil {
 		return
@@ -142,7 +111,7 @@ func (w *Watcher) onAnswer(ctx context.Context, wg *sync.WaitGroup, a answer) {
 	default:
 		w.log.Debug("sentinel query failed", zap.String("sentinel", s.addr), zap.Error(a.err))
 	}
-	w.learnPeers(ctx, wg, a)
+	w.learnPeers(ctx, a)
 	w.decide(ctx)
 	w.apply()
 }
@@ -206,7 +175,7 @@ func (w *Watcher) decide(ctx context.Context) {
 			if a.hasFlag("o_down") {
 				reason = "poll: o_down"
 			}
-			w.enterHold(a.sentinel, reason, ref, a.started)
+			w.enterHold(a.sentinel, reason, ref, a.epoch, a.started)
 		}
 	}
 	if st.hold.active {
@@ -216,69 +185,20 @@ func (w *Watcher) decide(ctx context.Context) {
 	if c.addr == st.cur.Addr && c.epoch == st.cur.Epoch && st.valid {
 		return
 	}
-	if w.verify(ctx, c.addr, c.epoch, false) {
-		w.setCurrent(c, "sentinels")
-		return
-	}
-	st.valid = false
-	w.scheduleRetry()
-}
-
-// decideHeld decides during a hold: follow a verified promotion, or return
-// to the old master once the failover is seen to be over.
-func (w *Watcher) decideHeld(ctx context.Context, c choice, views []answer, now time.Time) {
-	st := &w.st
-	h := &st.hold
-	if c.addr != h.master {
-		if c.epoch <= h.epoch {
-			return // same epoch, other address: wait for the sentinels to agree
-		}
-		if w.verify(ctx, c.addr, c.epoch, false) {
-			w.setCurrent(c, "promotion")
-		} else {
-			w.scheduleRetry()
-		}
-		return
-	}
-	for _, a := range views {
-		if a.failing() && a.infoAddr == h.master {
-			return
-		}
-	}
-	if !w.holdConfirmedOver(now) {
-		return
-	}
-	// Aborted: re-verify the old master (ROLE, and it is still the highest
-	// epoch since c is) before routing to it again.
-	if !w.verify(ctx, c.addr, c.epoch, true) {
+	if c.addr != st.cur.Addr {
+		// The freshest sentinels name another node: stop routing to the old
+		// one now, not after the candidate's ROLE check.
 		st.valid = false
-		w.scheduleRetry()
-		return
 	}
-	w.log.Info("failover over without promotion; old master re-verified",
-		zap.String("master", c.addr), zap.Int64("epoch", c.epoch),
-		zap.Duration("held_for", now.Sub(h.since)), zap.String("reason", h.reason))
-	st.hold = hold{}
-	st.cur = Master{Addr: c.addr, Epoch: c.epoch, VerifiedAt: now}
-	st.valid, st.errMsg = true, ""
-}
-
-// holdConfirmedOver: every sentinel that signalled has answered a query sent
-// after its signal (the caller checked none of the answers is failing), or
-// the hold is older than holdMax (a signalling sentinel that died mid-way
-// must not stop writes for ever).
-func (w *Watcher) holdConfirmedOver(now time.Time) bool {
-	h := &w.st.hold
-	if now.Sub(h.since) > w.holdMax {
-		return true
+	ok, done := w.verified(ctx, c.addr, c.epoch, time.Time{})
+	switch {
+	case !done: // a ROLE check runs; its result calls decide again
+	case ok:
+		w.setCurrent(c, "sentinels")
+	default:
+		st.valid = false
+		w.scheduleRetry(c.addr)
 	}
-	for addr, t := range h.signals {
-		s := w.st.sentinels[addr]
-		if s == nil || s.last.err != nil || !s.last.started.After(t) {
-			return false
-		}
-	}
-	return true
 }
 
 // acceptLower decides whether answers below the highest epoch seen are a
@@ -304,45 +224,6 @@ func (w *Watcher) acceptLower(c choice, views []answer, answered int, now time.T
 		zap.String("master", c.addr), zap.Int64("epoch", c.epoch), zap.Int64("highest_epoch", st.floor))
 	st.floor, st.lowSince = c.epoch, time.Time{}
 	return true
-}
-
-// verify checks ROLE=master on addr. Unless force, a failed verdict for the
-// same (addr, epoch) is reused for retryEvery, and a good one for the
-// current master is not re-checked.
-func (w *Watcher) verify(ctx context.Context, addr string, epoch int64, force bool) bool {
-	st := &w.st
-	m := st.memo
-	if !force && m.addr == addr && m.epoch == epoch && !m.ok && time.Since(m.at) < w.retryEvery {
-		return false
-	}
-	role, err := w.checkRole(ctx, addr)
-	ok := err == nil && role == "master"
-	now := time.Now()
-	if m.addr != addr || m.epoch != epoch {
-		m.first = now
-	}
-	st.memo = verifyMemo{addr: addr, epoch: epoch, first: m.first, at: now, ok: ok}
-	if ok {
-		delete(st.roleErr, addr)
-		return true
-	}
-	var problem string
-	if err != nil {
-		problem = fmt.Sprintf("cannot verify ROLE on %s: %v", addr, err)
-	} else {
-		problem = fmt.Sprintf("ROLE on %s is %q, not master", addr, role)
-	}
-	st.errMsg = problem
-	if st.roleErr[addr] != problem {
-		if len(st.roleErr) > 64 {
-			clear(st.roleErr)
-		}
-		st.roleErr[addr] = problem
-		w.log.Warn(problem, zap.String("addr", addr), zap.Int64("epoch", epoch))
-	} else {
-		w.log.Debug(problem, zap.String("addr", addr))
-	}
-	return false
 }
 
 // setCurrent makes c the verified master and ends any hold.
@@ -372,66 +253,6 @@ func (w *Watcher) setCurrent(c choice, why string) {
 	st.hold = hold{}
 }
 
-// enterHold starts (or extends) a hold on master.
-func (w *Watcher) enterHold(sentinel, reason, master string, at time.Time) {
-	st := &w.st
-	h := &st.hold
-	if !h.active {
-		*h = hold{active: true, since: time.Now(), reason: reason, master: master,
-			epoch: st.cur.Epoch, signals: make(map[string]time.Time)}
-		st.failoverStart = h.since
-		clear(st.steps)
-		w.log.Info("failover started; holding writes", zap.String("master", master),
-			zap.String("reason", reason), zap.String("sentinel", sentinel))
-	}
-	if at.After(h.signals[sentinel]) {
-		h.signals[sentinel] = at
-	}
-}
-
-// onEvent reacts to one sentinel event: start or abort signals for the
-// current master update the hold; every event of ours triggers a re-query.
-func (w *Watcher) onEvent(ev event) {
-	st := &w.st
-	if !ev.ours {
-		w.log.Debug("sentinel event for another master", zap.String("channel", ev.Channel))
-		return
-	}
-	st.lastEvent = ev.Event
-	ref := st.cur.Addr
-	if ref == "" {
-		ref = ev.master
-	}
-	switch ev.kind {
-	case evStart:
-		if ev.master != "" && ev.master == ref {
-			w.enterHold(ev.Sentinel, ev.Channel, ref, ev.At)
-		}
-	case evAbort:
-		if st.hold.active && ev.master == st.hold.master {
-			st.hold.signals[ev.Sentinel] = ev.At
-		}
-	}
-	w.logStep(ev)
-	w.kickAll()
-}
-
-// logStep logs each failover step once at Info, repeats at Debug.
-func (w *Watcher) logStep(ev event) {
-	st := &w.st
-	fields := []zap.Field{zap.String("channel", ev.Channel), zap.String("sentinel", ev.Sentinel),
-		zap.String("payload", ev.Payload)}
-	if !st.failoverStart.IsZero() && time.Since(st.failoverStart) < time.Minute {
-		fields = append(fields, zap.Duration("since_failover_start", time.Since(st.failoverStart)))
-	}
-	if ev.kind == evOther || st.steps[ev.Channel] {
-		w.log.Debug("sentinel event", fields...)
-		return
-	}
-	st.steps[ev.Channel] = true
-	w.log.Info("failover step", fields...)
-}
-
 // setBlind records whether no sentinel answers.
 func (w *Watcher) setBlind(b bool) {
 	st := &w.st
@@ -450,65 +271,5 @@ func (w *Watcher) setBlind(b bool) {
 	case !b && st.blind:
 		st.blind = false
 		w.log.Info("sentinels answer again", zap.Duration("blind_for", time.Since(st.blindSince)))
-	}
-}
-
-// scheduleRetry re-queries soon while a newer candidate is unverified.
-func (w *Watcher) scheduleRetry() {
-	st := &w.st
-	if st.retry == nil || st.memo.ok {
-		return
-	}
-	if time.Since(st.memo.first) > maxVerifyRetries*w.retryEvery {
-		return // give up the fast pace; the poll interval goes on
-	}
-	st.retry.Reset(w.retryEvery)
-}
-
-// learnPeers adds sentinels named by SENTINEL SENTINELS. It waits until
-// every configured sentinel has been asked once, so that a configured
-// sentinel (say localhost:26379) is recognised by its run id and not added
-// a second time under the address it announces (127.0.0.1:26379).
-func (w *Watcher) learnPeers(ctx context.Context, wg *sync.WaitGroup, a answer) {
-	st := &w.st
-	for _, p := range a.peers {
-		key := p.runID
-		if key == "" {
-			key = p.addr
-		}
-		if key != "" && len(st.pending) < 4*maxSentinels {
-			st.pending[key] = p
-		}
-	}
-	known := make(map[string]bool)
-	for _, addr := range st.order {
-		s := st.sentinels[addr]
-		if !s.tried && !s.discovered {
-			return
-		}
-		if s.runID != "" {
-			known[s.runID] = true
-		}
-	}
-	for key, p := range st.pending {
-		delete(st.pending, key)
-		switch {
-		case p.addr == "":
-			w.log.Debug("sentinel peer announced no usable address", zap.String("run_id", p.runID))
-		case known[p.runID] || st.sentinels[p.addr] != nil:
-		case len(st.order) >= maxSentinels:
-			if !st.fullLogged {
-				st.fullLogged = true
-				w.log.Warn("too many sentinels; not adding more", zap.Int("max", maxSentinels))
-			}
-		default:
-			w.log.Info("sentinel discovered", zap.String("sentinel", p.addr),
-				zap.String("run_id", p.runID), zap.String("from", a.sentinel))
-			w.addSentinel(ctx, wg, p.addr, true)
-			if p.runID != "" {
-				st.sentinels[p.addr].runID = p.runID
-				known[p.runID] = true
-			}
-		}
 	}
 }

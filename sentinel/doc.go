@@ -18,14 +18,46 @@
 // sends the answer to the main loop; and a subscriber, which keeps a
 // PSUBSCRIBE * open with liveness PINGs and jittered reconnect backoff and
 // forwards every message and every (re)subscription to the main loop. Both
-// exit when Run's context ends; Run then waits for them and closes every
-// go-redis client it opened. ROLE checks run inline in the main loop on a
-// short-lived client, bounded by DialTimeout+QueryTimeout.
+// exit when Run's context ends. ROLE checks run in short-lived goroutines
+// (at most one per address, each on its own short-lived client, bounded by
+// DialTimeout+QueryTimeout) and report back to the main loop, so a frozen
+// node never delays the reaction to a promotion. On cancel Run closes every
+// go-redis client it opened, which unblocks queries in flight, and waits for
+// all of its goroutines before returning.
 //
 // Master, Suspect and Status never block: Master and Status read a
 // mutex-guarded published copy; a change closes the current change channel
 // and replaces it under that mutex; Suspect records the address and does a
 // non-blocking send on a one-slot channel.
+//
+// Choosing. Each sentinel's latest answer counts: the highest config epoch
+// wins, ties go to the address most sentinels name. The address comes from
+// GET-MASTER-ADDR-BY-NAME, never from SENTINEL MASTER's ip (on the failover
+// leader it lags until its own +switch-master). ROLE must say master before
+// an address is published; an address below the highest epoch ever seen is
+// never published, so a returning old master that still claims master is
+// ignored. (Only if every known sentinel reports the same lower epoch for
+// ten poll intervals is that taken as a configuration reset.) When the
+// freshest sentinels name another node, Master() is "" until that node
+// passes ROLE. The first decision waits until every configured sentinel has
+// answered or failed once, so a stale sentinel answering first is never
+// routed to. The two reads are not atomic (no pipelining on SentinelClient):
+// an answer whose address and SENTINEL MASTER disagree outside the leader's
+// post-promotion window is read again.
+//
+// Failover hold. A start signal about the current master (+odown,
+// +try-failover, +elected-leader, +failover-state-*, +selected-slave, or a
+// poll showing o_down / a failover before its promotion) makes Master()
+// return "" at once. The hold ends when a higher-epoch address passes ROLE
+// (promotion, typically right after +promoted-slave, seconds before the
+// leader's +switch-master), or, for an abort, when every sentinel that
+// signalled has answered a later query without showing the failover and
+// the old master passes ROLE again (after 10s the silence of a signalling
+// sentinel that died is not waited for).
+//
+// Blind. When no known sentinel answers, Status().Blind is set and logged;
+// Master() keeps the last verified master, or returns "" with
+// StopWritesWhenBlind.
 //
 // Sentinel's 0.0.0.0 placeholder. A node address reported as 0.0.0.0, ::
 // or "" (by GET-MASTER-ADDR-BY-NAME, SENTINEL MASTER or an event) is the

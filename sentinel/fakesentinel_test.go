@@ -32,6 +32,7 @@ type fakeSentinel struct {
 
 	mu    sync.Mutex
 	view  sentView
+	torn  []sentView // served to the next SENTINEL MASTER commands, once each
 	peers []map[string]string
 
 	queries  chan query  // SENTINEL subcommands, PSUBSCRIBE and PING, as received
@@ -54,6 +55,15 @@ func newFakeSentinel(t *testing.T, listen string, view sentView, opts ...func(*f
 func (f *fakeSentinel) set(v sentView) {
 	f.mu.Lock()
 	f.view = v
+	f.mu.Unlock()
+}
+
+// tear makes the next SENTINEL MASTER replies come from views (the state
+// before a change) while GET-MASTER-ADDR-BY-NAME already answers from the
+// current one: a change landing between the two reads.
+func (f *fakeSentinel) tear(views ...sentView) {
+	f.mu.Lock()
+	f.torn = append(f.torn, views...)
 	f.mu.Unlock()
 }
 
@@ -136,6 +146,11 @@ func (f *fakeSentinel) handle(c *fakeConn, args []string) {
 		case sub == "master" && !known:
 			c.reply(respErr("ERR No such master with that name"))
 		case sub == "master":
+			f.mu.Lock()
+			if len(f.torn) > 0 {
+				v, f.torn = f.torn[0], f.torn[1:]
+			}
+			f.mu.Unlock()
 			ia := v.infoAddr
 			if ia == "" {
 				ia = v.addr
@@ -173,6 +188,7 @@ type fakeNode struct {
 	mu         sync.Mutex
 	role       string
 	roles      chan struct{} // one per ROLE received
+	hang       atomic.Bool   // ROLE gets no reply (a frozen node)
 }
 
 func newFakeNode(t *testing.T, listen, role string, opts ...func(*fakeNode)) *fakeNode {
@@ -202,6 +218,9 @@ func (n *fakeNode) handle(c *fakeConn, args []string) {
 		select {
 		case n.roles <- struct{}{}:
 		default:
+		}
+		if n.hang.Load() {
+			return
 		}
 		n.mu.Lock()
 		r := n.role

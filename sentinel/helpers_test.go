@@ -193,22 +193,15 @@ func drainRoles(n *fakeNode) {
 func quiet(t *testing.T, d time.Duration, fs ...*fakeSentinel) {
 	t.Helper()
 	for range 100 {
-		busy := false
-		timer := time.NewTimer(d)
 		for _, f := range fs {
 			f.drain()
 		}
-	wait:
+		timer := time.NewTimer(d)
+		<-timer.C
+		busy := false
 		for _, f := range fs {
-			select {
-			case <-f.queries:
-				busy = true
-				break wait
-			case <-timer.C:
-				break wait
-			}
+			busy = busy || len(f.queries) > 0
 		}
-		timer.Stop()
 		if !busy {
 			return
 		}

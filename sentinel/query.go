@@ -128,19 +128,52 @@ func (w *Watcher) poll(ctx context.Context, s *sentinelConn) {
 	}
 }
 
-// query asks one sentinel for the master. go-redis's SentinelClient has no
-// pipeline, so the two commands go one after the other on the same sentinel,
-// SENTINEL MASTER first: the address, read second, is then never older than
-// the epoch it is paired with (a failover in between pairs the new address
-// with the old epoch, which the epoch rule and ROLE check absorb; the other
-// order could pair the old address with the new epoch).
-func (w *Watcher) query(ctx context.Context, s *sentinelConn, discover bool) (a answer) {
-	a = answer{sentinel: s.addr, started: time.Now()}
-	defer func() { a.at = time.Now() }()
+// query asks one sentinel for the master (and, when discover, for its id
+// and peers).
+func (w *Watcher) query(ctx context.Context, s *sentinelConn, discover bool) answer {
+	started := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, w.opts.DialTimeout+3*w.opts.QueryTimeout)
 	defer cancel()
-	name := w.opts.MasterName
+	var a answer
+	for range readAttempts {
+		a = w.read(ctx, s)
+		if a.err != nil || a.unknown || a.consistent() {
+			break
+		}
+	}
+	if a.err == nil && !a.unknown && !a.consistent() {
+		a.err = fmt.Errorf("sentinel answer keeps changing: master at %s, SENTINEL MASTER %s (%s)", a.addr, a.infoAddr, a.flags)
+	}
+	if a.err == nil && discover {
+		w.discover(ctx, s, &a)
+	}
+	a.sentinel, a.started, a.at = s.addr, started, time.Now()
+	return a
+}
 
+// readAttempts bounds the re-reads of a torn answer (see consistent).
+const readAttempts = 3
+
+// consistent reports whether the two reads of a describe one state: the
+// address equals SENTINEL MASTER's ip:port, except on a leader between its
+// promotion and its own +switch-master (§1.4), which names the promoted
+// replica while SENTINEL MASTER keeps the old ip. Anything else means the
+// sentinel changed its mind between the two reads.
+func (a answer) consistent() bool {
+	if a.addr == a.infoAddr {
+		return true
+	}
+	return a.hasFlag("failover_in_progress") && (a.state == "reconf_slaves" || a.state == "update_config")
+}
+
+// read sends SENTINEL MASTER (epoch, flags, failover state) then
+// GET-MASTER-ADDR-BY-NAME (the address to route to). go-redis's
+// SentinelClient cannot pipeline them, so they are two round trips, in this
+// order: a failover landing in between pairs the new address with the old
+// epoch and failover state, which consistent detects (and query re-reads);
+// the other order could pair the old address with the new epoch.
+func (w *Watcher) read(ctx context.Context, s *sentinelConn) (a answer) {
+	name := w.opts.MasterName
 	info, infoErr := s.client.Master(ctx, name).Result()
 	var rerr redis.Error
 	if infoErr != nil && !errors.As(infoErr, &rerr) {
@@ -180,9 +213,6 @@ func (w *Watcher) query(ctx context.Context, s *sentinelConn, discover bool) (a 
 		a.state = ""
 	}
 	a.infoAddr, _ = nodeAddr(info["ip"], info["port"], s.host)
-	if discover {
-		w.discover(ctx, s, &a)
-	}
 	return a
 }
 
@@ -209,5 +239,53 @@ func (w *Watcher) discover(ctx context.Context, s *sentinelConn, a *answer) {
 			p.addr, _ = nodeAddr(m["ip"], m["port"], "")
 		}
 		a.peers = append(a.peers, p)
+	}
+}
+
+// learnPeers adds sentinels named by SENTINEL SENTINELS. It waits until
+// every configured sentinel has been asked once, so that a configured
+// sentinel (say localhost:26379) is recognised by its run id and not added
+// a second time under the address it announces (127.0.0.1:26379).
+func (w *Watcher) learnPeers(ctx context.Context, a answer) {
+	st := &w.st
+	for _, p := range a.peers {
+		key := p.runID
+		if key == "" {
+			key = p.addr
+		}
+		if key != "" && len(st.pending) < 4*maxSentinels {
+			st.pending[key] = p
+		}
+	}
+	known := make(map[string]bool)
+	for _, addr := range st.order {
+		s := st.sentinels[addr]
+		if !s.tried && !s.discovered {
+			return
+		}
+		if s.runID != "" {
+			known[s.runID] = true
+		}
+	}
+	for key, p := range st.pending {
+		delete(st.pending, key)
+		switch {
+		case p.addr == "":
+			w.log.Debug("sentinel peer announced no usable address", zap.String("run_id", p.runID))
+		case known[p.runID] || st.sentinels[p.addr] != nil:
+		case len(st.order) >= maxSentinels:
+			if !st.fullLogged {
+				st.fullLogged = true
+				w.log.Warn("too many sentinels; not adding more", zap.Int("max", maxSentinels))
+			}
+		default:
+			w.log.Info("sentinel discovered", zap.String("sentinel", p.addr),
+				zap.String("run_id", p.runID), zap.String("from", a.sentinel))
+			w.addSentinel(ctx, p.addr, true)
+			if p.runID != "" {
+				st.sentinels[p.addr].runID = p.runID
+				known[p.runID] = true
+			}
+		}
 	}
 }

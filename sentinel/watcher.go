@@ -3,6 +3,7 @@ package sentinel
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,14 +20,16 @@ type Watcher struct {
 
 	// Tuning the tests shorten; set by New.
 	pingIdle   time.Duration // subscription idle time before a liveness PING
-	holdMax    time.Duration // see hold.confirmed
+	holdMax    time.Duration // see holdConfirmedOver
 	retryEvery time.Duration // re-query pace while a newer candidate is unverified
 	onPublish  func(string)  // test hook: every change of Master(), under mu
 
 	running atomic.Bool
+	tasks   sync.WaitGroup // every goroutine Run starts
 
-	answers chan answer   // pollers -> main loop
-	inbox   chan inboxMsg // subscribers -> main loop
+	answers chan answer     // pollers -> main loop
+	inbox   chan inboxMsg   // subscribers -> main loop
+	roles   chan roleResult // ROLE checks -> main loop
 
 	suspectMu sync.Mutex
 	suspects  map[string]bool
@@ -57,6 +60,7 @@ func New(opts Options, log *zap.Logger) (*Watcher, error) {
 		retryEvery: min(max(opts.PollInterval/10, 20*time.Millisecond), 200*time.Millisecond),
 		answers:    make(chan answer, maxSentinels),
 		inbox:      make(chan inboxMsg, 256),
+		roles:      make(chan roleResult, 8),
 		suspects:   make(map[string]bool),
 		suspectC:   make(chan struct{}, 1),
 		changed:    make(chan struct{}),
@@ -66,6 +70,9 @@ func New(opts Options, log *zap.Logger) (*Watcher, error) {
 		pending:   make(map[string]peer),
 		steps:     make(map[string]bool),
 		roleErr:   make(map[string]string),
+		verdicts:  make(map[string]verdict),
+		checking:  make(map[string]time.Time),
+		recheck:   make(map[string]time.Time),
 	}
 	w.snap = Status{MasterName: opts.MasterName, Error: "not started"}
 	return w, nil
@@ -99,7 +106,9 @@ func (w *Watcher) Suspect(addr string) {
 func (w *Watcher) Status() Status {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.snap
+	s := w.snap
+	s.Sentinels = slices.Clone(s.Sentinels) // the caller may modify its copy
+	return s
 }
 
 // Run follows the master until ctx is done, then stops its goroutines,
@@ -109,17 +118,18 @@ func (w *Watcher) Run(ctx context.Context) error {
 		return errors.New("sentinel watcher: Run called twice")
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
 	defer func() {
 		cancel()
-		wg.Wait() // pollers and subscribers exit on ctx; bounded by the query timeout
+		// Closing the clients unblocks queries in flight; every goroutine
+		// then sees ctx done and exits.
 		for _, addr := range w.st.order {
 			_ = w.st.sentinels[addr].client.Close()
 		}
+		w.tasks.Wait()
 		w.log.Info("watcher stopped")
 	}()
 	for _, addr := range w.opts.Sentinels {
-		w.addSentinel(ctx, &wg, addr, false)
+		w.addSentinel(ctx, addr, false)
 	}
 	w.log.Info("watcher started", zap.Strings("sentinels", w.opts.Sentinels),
 		zap.Duration("poll_interval", w.opts.PollInterval), zap.Bool("stop_writes_when_blind", w.opts.StopWritesWhenBlind))
@@ -144,13 +154,15 @@ func (w *Watcher) Run(ctx context.Context) error {
 		case m := <-w.inbox:
 			w.onInbox(m)
 		case a := <-w.answers:
-			w.onAnswer(ctx, &wg, a)
+			w.onAnswer(ctx, a)
+		case res := <-w.roles:
+			w.onRole(ctx, res)
 		}
 	}
 }
 
 // addSentinel starts a poller and a subscriber for addr.
-func (w *Watcher) addSentinel(ctx context.Context, wg *sync.WaitGroup, addr string, discovered bool) {
+func (w *Watcher) addSentinel(ctx context.Context, addr string, discovered bool) {
 	s := &sentinelConn{
 		addr:       addr,
 		host:       hostOf(addr),
@@ -160,9 +172,9 @@ func (w *Watcher) addSentinel(ctx context.Context, wg *sync.WaitGroup, addr stri
 	}
 	w.st.sentinels[addr] = s
 	w.st.order = append(w.st.order, addr)
-	wg.Add(2)
-	go func() { defer wg.Done(); w.poll(ctx, s) }()
-	go func() { defer wg.Done(); w.subscribe(ctx, s) }()
+	w.tasks.Add(2)
+	go func() { defer w.tasks.Done(); w.poll(ctx, s) }()
+	go func() { defer w.tasks.Done(); w.subscribe(ctx, s) }()
 	s.kick <- struct{}{}
 }
 
@@ -215,14 +227,11 @@ func (w *Watcher) onSuspect(ctx context.Context) {
 		return
 	}
 	w.log.Debug("master suspected", zap.String("master", st.cur.Addr))
-	if !w.verify(ctx, st.cur.Addr, st.cur.Epoch, true) {
-		st.valid = false
-		w.log.Info("suspected master failed its ROLE check; holding", zap.String("master", st.cur.Addr))
-		w.scheduleRetry()
-	} else {
-		st.cur.VerifiedAt = time.Now()
+	if _, busy := st.checking[st.cur.Addr]; busy {
+		st.recheck[st.cur.Addr] = time.Now() // that check may predate the suspicion
+		return
 	}
-	w.apply()
+	w.startCheck(ctx, st.cur.Addr, st.cur.Epoch)
 }
 
 // effective is what Master() should return now.

@@ -102,7 +102,9 @@ func TestLeaderTrap(t *testing.T) {
 			if fromA {
 				waitMaster(t, r.w, a.addr, 5*time.Second)
 				leader.set(trap)
-				want = []string{a.addr, b.addr}
+				// "" while B's ROLE check runs: A is no longer what the
+				// freshest sentinel names.
+				want = []string{a.addr, "", b.addr}
 			}
 			waitMaster(t, r.w, b.addr, 5*time.Second)
 			if got := r.pubs.get(); !slices.Equal(got, want) {
@@ -229,145 +231,6 @@ func TestEventTriggersImmediateQuery(t *testing.T) {
 	waitQuery(t, s1, "get-master-addr-by-name", 2*time.Second)
 }
 
-func TestFailoverStartHoldsThenPromotion(t *testing.T) {
-	for _, viaEvents := range []bool{true, false} {
-		name := map[bool]string{true: "events", false: "polls only"}[viaEvents]
-		t.Run(name, func(t *testing.T) {
-			a := newFakeNode(t, lo, "master")
-			b := newFakeNode(t, lo, "slave")
-			s1 := newFakeSentinel(t, lo, sentView{addr: a.addr, epoch: 1})
-			s2 := newFakeSentinel(t, lo, sentView{addr: a.addr, epoch: 1})
-			s3 := newFakeSentinel(t, lo, sentView{addr: a.addr, epoch: 1})
-			opts := fastOpts(addrs(s1, s2, s3)...)
-			if viaEvents {
-				opts.PollInterval = time.Hour // only events move it
-			}
-			r := startWatcher(t, opts, nil)
-			waitMaster(t, r.w, a.addr, 5*time.Second)
-			if viaEvents {
-				eventually(t, 5*time.Second, "subscriptions", func() bool { return allSubscribed(r.w) })
-			}
-
-			// SENTINEL FAILOVER on s1: the old master is alive and still master.
-			s1.set(sentView{addr: a.addr, epoch: 1, flags: "master,failover_in_progress", failoverState: "wait_start"})
-			if viaEvents {
-				s1.publish("+new-epoch", "2")
-				s1.publish("+try-failover", masterDetails(a.addr))
-			}
-			waitMaster(t, r.w, "", 2*time.Second)
-			st := r.w.Status()
-			if !st.FailoverInProgress || st.LastVerified.Addr != a.addr {
-				t.Errorf("status during failover = %+v", st)
-			}
-			if viaEvents {
-				s1.publish("+elected-leader", masterDetails(a.addr))
-				s1.publish("+selected-slave", replicaDetails(b.addr, a.addr))
-				s1.set(sentView{addr: a.addr, epoch: 1, flags: "master,failover_in_progress", failoverState: "wait_promotion"})
-				s1.publish("+failover-state-wait-promotion", replicaDetails(b.addr, a.addr))
-			}
-			requery(t, r.w, s1)
-			if addr, _ := r.w.Master(); addr != "" {
-				t.Fatalf("Master() = %q before the promotion", addr)
-			}
-			// The promotion lands between the SENTINEL MASTER read (still
-			// waiting for it) and the GET-MASTER-ADDR read (already B): the
-			// hold must not end on the old master.
-			s1.set(sentView{addr: b.addr, infoAddr: a.addr, epoch: 1,
-				flags: "master,failover_in_progress", failoverState: "wait_promotion"})
-			requery(t, r.w, s1)
-			if addr, _ := r.w.Master(); addr != "" {
-				t.Fatalf("Master() = %q after a torn read", addr)
-			}
-
-			// Promotion: the leader names B at epoch 2 (SENTINEL MASTER still A).
-			b.setRole("master")
-			s1.set(sentView{addr: b.addr, infoAddr: a.addr, epoch: 2,
-				flags: "master,failover_in_progress", failoverState: "reconf_slaves"})
-			if viaEvents {
-				s1.publish("+promoted-slave", replicaDetails(b.addr, a.addr))
-			}
-			d := waitMaster(t, r.w, b.addr, 2*time.Second)
-			t.Logf("promotion published %v after the leader's answer changed", d)
-			if got, want := r.pubs.get(), []string{a.addr, "", b.addr}; !slices.Equal(got, want) {
-				t.Errorf("published %q, want %q", got, want)
-			}
-			if st := r.w.Status(); st.FailoverInProgress || st.LastVerified.Epoch != 2 {
-				t.Errorf("status after promotion = %+v", st)
-			}
-			if !logsContain(r.logs, "master changed") || !logsContain(r.logs, "failover started") {
-				t.Errorf("failover not logged")
-			}
-		})
-	}
-}
-
-func TestFailoverAbortReturnsToOldMaster(t *testing.T) {
-	tests := []struct {
-		name         string
-		during       sentView
-		start, abort string
-		demoted      bool // the old master is a replica after the abort
-	}{
-		{name: "odown then -odown", during: sentView{flags: "master,s_down,o_down"}, start: "+odown", abort: "-odown"},
-		{name: "no good slave", during: sentView{flags: "master,failover_in_progress", failoverState: "select_slave"},
-			start: "+try-failover", abort: "-failover-abort-no-good-slave"},
-		{name: "not elected", during: sentView{flags: "master,failover_in_progress", failoverState: "wait_start"},
-			start: "+try-failover", abort: "-failover-abort-not-elected"},
-		{name: "old master demoted", during: sentView{flags: "master,failover_in_progress", failoverState: "wait_start"},
-			start: "+try-failover", abort: "-failover-abort-not-elected", demoted: true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			a := newFakeNode(t, lo, "master")
-			normal := sentView{addr: a.addr, epoch: 4}
-			s1 := newFakeSentinel(t, lo, normal)
-			s2 := newFakeSentinel(t, lo, normal)
-			opts := fastOpts(addrs(s1, s2)...)
-			opts.PollInterval = time.Hour
-			r := startWatcher(t, opts, nil)
-			waitMaster(t, r.w, a.addr, 5*time.Second)
-			eventually(t, 5*time.Second, "subscriptions", func() bool { return allSubscribed(r.w) })
-
-			during := tt.during
-			during.addr, during.epoch = a.addr, 4
-			s1.set(during)
-			s1.publish(tt.start, masterDetails(a.addr))
-			waitMaster(t, r.w, "", 2*time.Second)
-			// The re-query still shows the failover: the hold stays.
-			requery(t, r.w, s1)
-			if addr, _ := r.w.Master(); addr != "" {
-				t.Fatalf("hold released while the sentinel still reports the failover")
-			}
-
-			if tt.demoted {
-				a.setRole("slave")
-			}
-			drainRoles(a)
-			s1.set(normal)
-			s1.publish(tt.abort, masterDetails(a.addr))
-			if tt.demoted {
-				waitRole(t, a, 2*time.Second)
-				eventually(t, 2*time.Second, "ROLE error", func() bool {
-					return strings.Contains(r.w.Status().Error, "not master")
-				})
-				if addr, _ := r.w.Master(); addr != "" {
-					t.Fatalf("returned to a demoted old master")
-				}
-				return
-			}
-			waitMaster(t, r.w, a.addr, 2*time.Second)
-			select {
-			case <-a.roles: // re-verified after the abort
-			default:
-				t.Errorf("old master not re-verified with ROLE after the abort")
-			}
-			if got, want := r.pubs.get(), []string{a.addr, "", a.addr}; !slices.Equal(got, want) {
-				t.Errorf("published %q, want %q", got, want)
-			}
-		})
-	}
-}
-
 func TestRapidFlapsABC(t *testing.T) {
 	a := newFakeNode(t, lo, "master")
 	b := newFakeNode(t, lo, "master")
@@ -467,5 +330,59 @@ func TestRunStopsAndClosesEverything(t *testing.T) {
 	})
 	if err := r.w.Run(t.Context()); err == nil {
 		t.Errorf("second Run succeeded")
+	}
+}
+
+// SENTINEL REMOVE + MONITOR restarts config epochs at 0: when every known
+// sentinel agrees on the lower epoch for resetRounds polls, follow it.
+func TestConfigResetFollowedWhenEverySentinelAgrees(t *testing.T) {
+	a := newFakeNode(t, lo, "master")
+	b := newFakeNode(t, lo, "master")
+	s1 := newFakeSentinel(t, lo, sentView{addr: b.addr, epoch: 7})
+	s2 := newFakeSentinel(t, lo, sentView{addr: b.addr, epoch: 7})
+	opts := fastOpts(addrs(s1, s2)...)
+	opts.PollInterval = 20 * time.Millisecond
+	r := startWatcher(t, opts, nil)
+	waitMaster(t, r.w, b.addr, 5*time.Second)
+	for _, s := range []*fakeSentinel{s1, s2} {
+		s.tear(sentView{addr: b.addr, epoch: 7}) // first read torn: A at epoch 7 must not follow
+		s.set(sentView{addr: a.addr, epoch: 0})
+	}
+	start := time.Now()
+	waitMaster(t, r.w, a.addr, 5*time.Second)
+	if d := time.Since(start); d < resetRounds*opts.PollInterval {
+		t.Errorf("followed the lower epoch after %v, before %d polls", d, resetRounds)
+	}
+	if !logsContain(r.logs, "every sentinel reports a lower config epoch") {
+		t.Errorf("reset not logged")
+	}
+}
+
+// A failover landing between SENTINEL MASTER and GET-MASTER-ADDR-BY-NAME
+// pairs the new address with the old epoch: the watcher must re-read, not
+// record B at epoch 1.
+func TestTornReadIsReread(t *testing.T) {
+	a := newFakeNode(t, lo, "master")
+	b := newFakeNode(t, lo, "master")
+	s1 := newFakeSentinel(t, lo, sentView{addr: a.addr, epoch: 1})
+	opts := fastOpts(s1.addr)
+	opts.PollInterval = time.Hour
+	r := startWatcher(t, opts, nil)
+	waitMaster(t, r.w, a.addr, 5*time.Second)
+	quiet(t, 100*time.Millisecond, s1)
+
+	s1.tear(sentView{addr: a.addr, epoch: 1, flags: "master,failover_in_progress", failoverState: "wait_promotion"})
+	s1.set(sentView{addr: b.addr, infoAddr: a.addr, epoch: 2, flags: "master,failover_in_progress", failoverState: "reconf_slaves"})
+	r.w.Suspect("192.0.2.1:6379")
+	waitMaster(t, r.w, b.addr, 2*time.Second)
+	if st := r.w.Status(); st.LastVerified.Epoch != 2 {
+		t.Errorf("published B at epoch %d, want 2 (torn read taken as is)", st.LastVerified.Epoch)
+	}
+	var reads []string
+	for len(s1.queries) > 0 {
+		reads = append(reads, (<-s1.queries).name)
+	}
+	if want := []string{"master", "get-master-addr-by-name", "master", "get-master-addr-by-name"}; !slices.Equal(reads, want) {
+		t.Errorf("reads = %q, want %q", reads, want)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -48,6 +49,10 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 		return usageError{err}
 	}
 	defer log.Sync()
+	// go-redis logs dial failures through a process-wide logger of its own;
+	// main owns the process, so it routes them to ours, at Debug: the
+	// watcher reports what matters about its sentinels itself.
+	redis.SetLogger(goRedisLog{log.Named("go-redis").Sugar()})
 	log.Info("starting", zap.Object("config", cfg))
 
 	groups, err := buildGroups(cfg, log)
@@ -180,6 +185,11 @@ func serveGroups(ctx context.Context, cfg config.Config, groups []*group, log *z
 	log.Info("stopped")
 	return firstErr
 }
+
+// goRedisLog adapts zap to go-redis's logging interface.
+type goRedisLog struct{ l *zap.SugaredLogger }
+
+func (g goRedisLog) Printf(_ context.Context, format string, v ...any) { g.l.Debugf(format, v...) }
 
 // newLogger builds the process logger.
 func newLogger(level, format string, w io.Writer) (*zap.Logger, error) {

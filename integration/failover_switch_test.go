@@ -16,16 +16,16 @@ import (
 	"github.com/sentinel-proxy/sentinel-proxy/integration/topology"
 )
 
-// write is one SET the writer sent through the proxy.
-type write struct {
+// switchWrite is one SET the switchWriter sent through the proxy.
+type switchWrite struct {
 	seq  int64
 	err  error // nil: acknowledged with +OK
 	sent time.Time
 }
 
-// writer sends SET w:<seq> <seq> through the proxy every 10 ms, one at a
+// switchWriter sends SET w:<seq> <seq> through the proxy every 10 ms, one at a
 // time, with unique keys, until stopped, at most 3000 times or 30 s.
-type writer struct {
+type switchWriter struct {
 	c      *redis.Client
 	prefix string
 	next   atomic.Int64 // the seq the next write gets minus one
@@ -33,18 +33,18 @@ type writer struct {
 	done   chan struct{}
 
 	mu     sync.Mutex
-	writes []write
+	writes []switchWrite
 }
 
-func startWriter(c *redis.Client, prefix string) *writer {
-	w := &writer{c: c, prefix: prefix, stop: make(chan struct{}), done: make(chan struct{})}
+func startSwitchWriter(c *redis.Client, prefix string) *switchWriter {
+	w := &switchWriter{c: c, prefix: prefix, stop: make(chan struct{}), done: make(chan struct{})}
 	go w.run()
 	return w
 }
 
-func (w *writer) key(seq int64) string { return w.prefix + strconv.FormatInt(seq, 10) }
+func (w *switchWriter) key(seq int64) string { return w.prefix + strconv.FormatInt(seq, 10) }
 
-func (w *writer) run() {
+func (w *switchWriter) run() {
 	defer close(w.done)
 	deadline := time.Now().Add(30 * time.Second)
 	tick := time.NewTicker(10 * time.Millisecond)
@@ -66,13 +66,13 @@ func (w *writer) run() {
 		err := w.c.Set(ctx, w.key(seq), seq, 0).Err()
 		cancel()
 		w.mu.Lock()
-		w.writes = append(w.writes, write{seq: seq, err: err, sent: sent})
+		w.writes = append(w.writes, switchWrite{seq: seq, err: err, sent: sent})
 		w.mu.Unlock()
 	}
 }
 
 // acked returns how many writes were acknowledged so far.
-func (w *writer) acked() int {
+func (w *switchWriter) acked() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	n := 0
@@ -84,8 +84,8 @@ func (w *writer) acked() int {
 	return n
 }
 
-// finish stops the writer and returns every write.
-func (w *writer) finish() []write {
+// finish stops the switchWriter and returns every write.
+func (w *switchWriter) finish() []switchWrite {
 	select {
 	case <-w.stop:
 	default:
@@ -94,14 +94,25 @@ func (w *writer) finish() []write {
 	<-w.done
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return append([]write(nil), w.writes...)
+	return append([]switchWrite(nil), w.writes...)
 }
 
-// keyObserver records, from the master's own keyspace notifications, every
+// setObserver records, from the master's own keyspace notifications, every
 // key SET on a node while it is master. Sentinel's CLIENT KILL TYPE pubsub
 // (sent with the SLAVEOF that demotes the node) ends the subscription, so
-// the record covers exactly the time the node could accept writes.
-type keyObserver struct {
+// the record covers exactly the time the node could accept writes; after
+// that it is a replica and refuses client writes with -READONLY.
+//
+// Why keyevents: the old master's keys cannot be inspected afterwards (its
+// dataset is replaced by the resync when it is demoted), CLIENT LIST shows
+// only each connection's last command, and INFO commandstats counts the
+// replicated writes as well. A keyevent is emitted by the node itself for
+// every SET it executes, named by key, and the writer's keys are unique, so
+// an event for a key sent after the switch is proof of a leak. The one
+// blind spot: an event emitted in the same event-loop iteration as
+// Sentinel's CLIENT KILL is dropped with the subscriber's output buffer, so
+// a leak in that last instant could go unseen (no false failure, though).
+type setObserver struct {
 	c    *respConn
 	done chan struct{}
 
@@ -110,9 +121,9 @@ type keyObserver struct {
 	err  error                // why the subscription ended
 }
 
-// observeSets subscribes to n's "set" keyevents (enabling them with CONFIG
+// observeSetsOn subscribes to n's "set" keyevents (enabling them with CONFIG
 // SET notify-keyspace-events) and records keys until the subscription ends.
-func observeSets(t *testing.T, st *stack, n *topology.Node) *keyObserver {
+func observeSetsOn(t *testing.T, st *stack, n *topology.Node) *setObserver {
 	t.Helper()
 	c := dialRESP(t, n.Addr)
 	st.authRESP(t, c)
@@ -122,7 +133,7 @@ func observeSets(t *testing.T, st *stack, n *topology.Node) *keyObserver {
 	if r := c.mustDo(t, "PSUBSCRIBE", "__keyevent@*__:set"); !strings.Contains(r, "psubscribe") {
 		t.Fatalf("PSUBSCRIBE on %s = %q", n.Name, r)
 	}
-	o := &keyObserver{c: c, done: make(chan struct{}), keys: map[string]time.Time{}}
+	o := &setObserver{c: c, done: make(chan struct{}), keys: map[string]time.Time{}}
 	go func() {
 		defer close(o.done)
 		for {
@@ -144,7 +155,7 @@ func observeSets(t *testing.T, st *stack, n *topology.Node) *keyObserver {
 }
 
 // stop ends the subscription (if Sentinel has not) and returns the keys.
-func (o *keyObserver) stop() (map[string]time.Time, error) {
+func (o *setObserver) stop() (map[string]time.Time, error) {
 	o.c.nc.Close()
 	<-o.done
 	o.mu.Lock()
@@ -153,7 +164,7 @@ func (o *keyObserver) stop() (map[string]time.Time, error) {
 }
 
 // ended reports whether the subscription has ended (the node was demoted).
-func (o *keyObserver) ended() bool {
+func (o *setObserver) ended() bool {
 	select {
 	case <-o.done:
 		return true
@@ -162,7 +173,7 @@ func (o *keyObserver) ended() bool {
 	}
 }
 
-// TestFailover forces a failover with SENTINEL FAILOVER while a writer goes
+// TestSentinelFailover forces a failover with SENTINEL FAILOVER while a switchWriter goes
 // through the proxy, and checks what clients see:
 //   - new connections through the proxy reach the new master (ROLE, and
 //     run_id and tcp_port in INFO server);
@@ -171,7 +182,7 @@ func (o *keyObserver) ended() bool {
 //     acknowledged is on the new master;
 //   - clients idle across the failover keep their connection and their
 //     state (AUTH, SELECT 2, RESP3) and land in db 2 on the new master.
-func TestFailover(t *testing.T) {
+func TestSentinelFailover(t *testing.T) {
 	t.Parallel()
 	st := startStack(t, stackOptions{Password: testPassword, HoldTimeout: 10 * time.Second})
 	ctx := testContext(t, 2*time.Minute)
@@ -193,10 +204,10 @@ func TestFailover(t *testing.T) {
 		t.Fatalf("SELECT 2 = %q", r)
 	}
 
-	obs := observeSets(t, st, old)
+	obs := observeSetsOn(t, st, old)
 	wc := st.Client(&redis.Options{PoolSize: 1, MaxRetries: -1, ReadTimeout: 20 * time.Second})
 	defer wc.Close()
-	w := startWriter(wc, p+"w:")
+	w := startSwitchWriter(wc, p+"w:")
 	defer w.finish()
 	waitFor(t, 10*time.Second, "20 writes acknowledged before the failover", func() bool { return w.acked() >= 20 })
 
@@ -230,7 +241,7 @@ func TestFailover(t *testing.T) {
 	if err := st.waitRoutesTo(ctx, nm); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("proxy left the old master %v after SENTINEL FAILOVER (writer at seq %d); new master %s (%s) reached after %v",
+	t.Logf("proxy left the old master %v after SENTINEL FAILOVER (switchWriter at seq %d); new master %s (%s) reached after %v",
 		left.Round(time.Millisecond), leftSeq, nm.Name, newAddr, time.Since(began).Round(time.Millisecond))
 
 	t.Run("new connections reach the new master", func(t *testing.T) {

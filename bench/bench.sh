@@ -1,0 +1,354 @@
+#!/usr/bin/env bash
+# bench/bench.sh (make bench): throughput and idle-client cost of
+#   direct     redis-server, the master itself
+#   proxy      bin/sentinel-proxy in front of the Sentinel topology
+#   haproxy    HAProxy in TCP mode over master + replicas, role:master tcp-check
+#   twemproxy  nutcracker (redis: true) with the master as its only server
+# all on one throwaway loopback topology (1 master, 2 replicas, 3 sentinels,
+# started by bench/topo). redis-benchmark (-c 50, SET and GET, -P 1 and -P 16)
+# runs against every target in every round, interleaved, and the table shows
+# each target's median over the rounds and its ratio to direct. Before that,
+# 5,000 idle clients (one PING each) are opened against each proxy to measure
+# its resident memory per idle client and the backend connections they cost.
+#
+# A benchmark, not a test: it prints figures and fails only when something
+# could not be run. The load generator shares the machine's cores with the
+# targets, so compare ratios within one run, not absolute figures across
+# machines.
+#
+# Environment (defaults in brackets):
+#   BENCH_TARGETS       targets to run ["direct proxy haproxy twemproxy"]
+#   BENCH_ROUNDS        rounds [3]
+#   BENCH_CLIENTS       redis-benchmark -c [50]
+#   BENCH_N_P1          requests per test at -P 1 [auto: ~2.5 s against direct]
+#   BENCH_N_P16         requests per test at -P 16 [auto: ~2.5 s against direct]
+#   BENCH_IDLE_CLIENTS  idle connections per proxy, 0 = skip [5000]
+#   BENCH_PROXY_BIN     proxy binary [bin/sentinel-proxy, built first]
+#   BENCH_PROXY_ARGS    extra proxy flags [""]
+#   BENCH_KEEP          1 = keep the work directory (logs, configs) [0]
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+TARGETS=${BENCH_TARGETS:-direct proxy haproxy twemproxy}
+ROUNDS=${BENCH_ROUNDS:-3}
+CLIENTS=${BENCH_CLIENTS:-50}
+N_P1=${BENCH_N_P1:-auto}
+N_P16=${BENCH_N_P16:-auto}
+IDLE=${BENCH_IDLE_CLIENTS:-5000}
+PROXY_BIN=${BENCH_PROXY_BIN:-bin/sentinel-proxy}
+PROXY_ARGS=${BENCH_PROXY_ARGS:-}
+KEEP=${BENCH_KEEP:-0}
+
+log() { printf '%s bench: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+has() { [[ " $TARGETS " == *" $1 "* ]]; }
+
+for t in $TARGETS; do
+	case $t in direct | proxy | haproxy | twemproxy) ;; *) die "unknown target '$t' in BENCH_TARGETS" ;; esac
+done
+
+# sbin is not on a normal user's PATH, and haproxy / nutcracker live there.
+PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
+need() { command -v "$1" >/dev/null || die "$1 not found: run 'make deps' (Debian package $2)"; }
+need go "golang, or Go from its upstream tarball"
+need redis-benchmark redis-tools
+need redis-cli redis-tools
+has haproxy && need haproxy haproxy
+has twemproxy && need nutcracker nutcracker
+
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/sentinel-proxy-bench.XXXXXX")
+PIDS=() # every process started here, stopped by PID at exit
+
+# stop_pid PID: SIGTERM, then SIGKILL after 10 s; reaps it.
+stop_pid() {
+	local pid=$1 i
+	kill -TERM "$pid" 2>/dev/null || return 0
+	for ((i = 0; i < 100; i++)); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+	local rc=$? i
+	trap - EXIT INT TERM
+	exec 3>&- 4>&- || true
+	for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+		stop_pid "${PIDS[i]}"
+	done
+	if [[ $rc != 0 || $KEEP == 1 ]]; then
+		log "work directory kept: $WORK"
+	else
+		rm -rf "$WORK"
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# wait_for DESCRIPTION SECONDS PID COMMAND...: polls COMMAND every 0.1 s
+# until it succeeds; fails if PID dies or time runs out.
+wait_for() {
+	local what=$1 secs=$2 pid=$3 i
+	shift 3
+	for ((i = 0; i < secs * 10; i++)); do
+		if "$@" >/dev/null 2>&1; then return 0; fi
+		kill -0 "$pid" 2>/dev/null || die "$what: process $pid exited (logs in $WORK)"
+		sleep 0.1
+	done
+	die "$what: not ready after ${secs}s (logs in $WORK)"
+}
+pong() { [[ $(redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null) == PONG ]]; }
+
+# Enough descriptors for 5,000 idle clients (HAProxy needs two per client,
+# Redis one per backend connection); raised before anything starts so every
+# child inherits it.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+HAPROXY_MAXCONN=$((IDLE + 1000))
+if (($(ulimit -n) < 2 * HAPROXY_MAXCONN + 1000)); then
+	IDLE=$((($(ulimit -n) - 1000) / 2 - 1000))
+	((IDLE < 0)) && IDLE=0
+	HAPROXY_MAXCONN=$((IDLE + 1000))
+	log "ulimit -n is only $(ulimit -n): idle clients lowered to $IDLE"
+fi
+
+# --- build -----------------------------------------------------------------
+log "building helpers (bench/topo, bench/idle)"
+go build -o "$WORK/topo" ./bench/topo || die "cannot build bench/topo"
+go build -o "$WORK/idle" ./bench/idle || die "cannot build bench/idle"
+if has proxy; then
+	if [[ $PROXY_BIN == bin/sentinel-proxy ]]; then
+		log "building bin/sentinel-proxy"
+		go build -o bin/sentinel-proxy ./cmd/sentinel-proxy ||
+			die "cannot build bin/sentinel-proxy from ./cmd/sentinel-proxy (see above); BENCH_TARGETS=\"direct haproxy twemproxy\" bench/bench.sh runs the others"
+	fi
+	[[ -x $PROXY_BIN ]] || die "proxy binary $PROXY_BIN not found or not executable"
+fi
+
+# --- topology --------------------------------------------------------------
+log "starting topology (1 master, 2 replicas, 3 sentinels)"
+mkfifo "$WORK/topo.in"
+exec 3<>"$WORK/topo.in" # the helper stops the topology when this closes
+"$WORK/topo" -free-ports 4 <"$WORK/topo.in" >"$WORK/topo.env" 2>"$WORK/topo.log" 3>&- &
+TOPO_PID=$!
+PIDS+=("$TOPO_PID")
+wait_for "topology" 90 "$TOPO_PID" grep -q '^READY=1' "$WORK/topo.env"
+# shellcheck source=/dev/null
+. "$WORK/topo.env"
+read -r PORT_PROXY PORT_HAPROXY PORT_TWEM PORT_TWEM_STATS <<<"$FREE_PORTS"
+log "master $MASTER, replicas $REPLICAS, sentinels $SENTINELS"
+
+declare -A PORT PID
+PORT[direct]=$MASTER_PORT
+PID[direct]=$MASTER_PID
+
+if has proxy; then
+	# shellcheck disable=SC2086 # PROXY_ARGS is split on purpose
+	"$PROXY_BIN" --listen "127.0.0.1:$PORT_PROXY" --master-name "$MASTER_NAME" --sentinels "$SENTINELS" \
+		$PROXY_ARGS >"$WORK/proxy.log" 2>&1 3>&- </dev/null &
+	PID[proxy]=$!
+	PIDS+=("${PID[proxy]}")
+	PORT[proxy]=$PORT_PROXY
+	wait_for "sentinel-proxy" 30 "${PID[proxy]}" pong "$PORT_PROXY"
+	log "sentinel-proxy on 127.0.0.1:$PORT_PROXY (pid ${PID[proxy]})"
+fi
+
+if has haproxy; then
+	{
+		cat <<EOF
+global
+    maxconn $HAPROXY_MAXCONN
+defaults
+    mode tcp
+    timeout connect 3s
+    timeout client 1h
+    timeout server 1h
+    timeout check 2s
+frontend redis
+    bind 127.0.0.1:$PORT_HAPROXY
+    default_backend redis_master
+backend redis_master
+    option tcp-check
+    tcp-check connect
+    tcp-check send PING\r\n
+    tcp-check expect string +PONG
+    tcp-check send info\ replication\r\n
+    tcp-check expect string role:master
+    tcp-check send QUIT\r\n
+    tcp-check expect string +OK
+EOF
+		i=1
+		for a in "$MASTER" $REPLICAS; do
+			echo "    server redis-$i $a check inter 1s"
+			i=$((i + 1))
+		done
+	} >"$WORK/haproxy.cfg"
+	haproxy -c -q -f "$WORK/haproxy.cfg" || die "haproxy rejects $WORK/haproxy.cfg"
+	haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 3>&- </dev/null &
+	PID[haproxy]=$!
+	PIDS+=("${PID[haproxy]}")
+	PORT[haproxy]=$PORT_HAPROXY
+	# Servers start UP until their first checks fail: wait until ten new
+	# connections in a row land on the master.
+	only_master() {
+		local i
+		for ((i = 0; i < 10; i++)); do
+			redis-cli -h 127.0.0.1 -p "$PORT_HAPROXY" info replication 2>/dev/null | grep -q '^role:master' || return 1
+		done
+	}
+	wait_for "haproxy role:master check" 30 "${PID[haproxy]}" only_master
+	log "haproxy on 127.0.0.1:$PORT_HAPROXY (pid ${PID[haproxy]})"
+fi
+
+if has twemproxy; then
+	cat >"$WORK/nutcracker.yml" <<EOF
+bench:
+  listen: 127.0.0.1:$PORT_TWEM
+  hash: fnv1a_64
+  distribution: ketama
+  redis: true
+  auto_eject_hosts: false
+  servers:
+   - $MASTER:1
+EOF
+	nutcracker -t -c "$WORK/nutcracker.yml" >/dev/null 2>&1 || die "nutcracker rejects $WORK/nutcracker.yml"
+	nutcracker -c "$WORK/nutcracker.yml" -s "$PORT_TWEM_STATS" -a 127.0.0.1 -p "$WORK/nutcracker.pid" \
+		-o "$WORK/nutcracker.log" 3>&- </dev/null &
+	PID[twemproxy]=$!
+	PIDS+=("${PID[twemproxy]}")
+	PORT[twemproxy]=$PORT_TWEM
+	wait_for "twemproxy" 30 "${PID[twemproxy]}" pong "$PORT_TWEM"
+	log "twemproxy on 127.0.0.1:$PORT_TWEM (pid ${PID[twemproxy]})"
+fi
+
+# --- idle clients ------------------------------------------------------------
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+master_clients() {
+	redis-cli -h 127.0.0.1 -p "$MASTER_PORT" info clients | tr -d '\r' | awk -F: '/^connected_clients:/ {print $2}'
+}
+# backend_conns PID: established TCP connections from PID to the master.
+backend_conns() {
+	if command -v ss >/dev/null; then
+		ss -Htnp state established "( dport = :$MASTER_PORT )" 2>/dev/null | grep -c "pid=$1," || true
+	else
+		echo "n/a"
+	fi
+}
+
+IDLE_ROWS=()
+IDLE_FMT='%-10s %-24s %11s %10s %10s %20s %16s'
+idle_test() {
+	local t=$1 pid=${PID[$1]} port=${PORT[$1]} rss0 rss1 be0 be1 mc0 mc1 ipid ready
+	rss0=$(rss_kib "$pid")
+	be0=$(backend_conns "$pid")
+	mc0=$(master_clients)
+	mkfifo "$WORK/idle-$t.in"
+	exec 4<>"$WORK/idle-$t.in"
+	"$WORK/idle" -addr "127.0.0.1:$port" -n "$IDLE" <"$WORK/idle-$t.in" >"$WORK/idle-$t.out" 2>&1 3>&- 4>&- &
+	ipid=$!
+	PIDS+=("$ipid")
+	wait_for "$IDLE idle clients to $t" 120 "$ipid" grep -q '^READY' "$WORK/idle-$t.out"
+	# A measurement, not synchronisation: give pools time to release.
+	sleep 2
+	rss1=$(rss_kib "$pid")
+	be1=$(backend_conns "$pid")
+	mc1=$(master_clients)
+	ready=$(grep '^READY' "$WORK/idle-$t.out")
+	exec 4>&- # EOF: the idle helper closes its connections and exits
+	stop_pid "$ipid"
+	# shellcheck disable=SC2059 # the format is ours
+	IDLE_ROWS+=("$(printf "$IDLE_FMT" "$t" "${ready#READY }" "$rss0" "$rss1" \
+		"$(awk -v a="$rss0" -v b="$rss1" -v n="$IDLE" 'BEGIN {printf "%.2f", (b - a) / n}')" \
+		"$be0 -> $be1" "$mc0 -> $mc1")")
+}
+if ((IDLE > 0)); then
+	for t in proxy haproxy twemproxy; do
+		if has "$t"; then
+			log "idle clients: $IDLE to $t"
+			idle_test "$t"
+		fi
+	done
+fi
+
+# --- throughput --------------------------------------------------------------
+# rps PORT N P: SET requests/s of one short redis-benchmark run.
+rps() {
+	redis-benchmark -h 127.0.0.1 -p "$1" -c "$CLIENTS" -n "$2" -P "$3" -t set --csv 2>/dev/null |
+		tr -d '"' | awk -F, '$1 == "SET" {printf "%.0f", $2}'
+}
+# Size -n so a test takes about 2.5 s against direct Redis on this machine
+# now: the rounds then last about as long on a fast idle machine as on a
+# loaded one (the other targets take longer in proportion to their ratio).
+calibrate() {
+	local r
+	r=$(rps "$MASTER_PORT" "$2" "$1")
+	[[ -n $r ]] || die "calibration run against the master failed"
+	awk -v r="$r" -v lo="$3" -v hi="$4" 'BEGIN {n = int(r * 2.5 / 1000) * 1000; if (n < lo) n = lo; if (n > hi) n = hi; print n}'
+}
+if [[ $N_P1 == auto ]]; then N_P1=$(calibrate 1 30000 20000 1000000); fi
+if [[ $N_P16 == auto ]]; then N_P16=$(calibrate 16 200000 100000 10000000); fi
+log "requests per test: $N_P1 at -P 1, $N_P16 at -P 16"
+
+RESULTS=$WORK/results.tsv
+: >"$RESULTS"
+read -r -a ORDER <<<"$TARGETS"
+for ((r = 1; r <= ROUNDS; r++)); do
+	# Rotate the order each round so no target always runs first.
+	for ((k = 0; k < ${#ORDER[@]}; k++)); do
+		t=${ORDER[(k + r - 1) % ${#ORDER[@]}]}
+		for p in 1 16; do
+			n=$N_P1
+			((p == 16)) && n=$N_P16
+			log "round $r/$ROUNDS: $t -P $p -n $n"
+			out=$WORK/rb-$t-P$p-r$r.csv
+			if ! timeout 300 redis-benchmark -h 127.0.0.1 -p "${PORT[$t]}" -c "$CLIENTS" -n "$n" -P "$p" \
+				-t set,get --csv >"$out" 2>"$out.err"; then
+				log "redis-benchmark against $t failed: $(tail -n 3 "$out.err" | tr '\n' ' ')"
+			fi
+			tr -d '"' <"$out" | awk -F, -v t="$t" -v p="$p" -v r="$r" \
+				'$1 == "SET" || $1 == "GET" {print t "\t" $1 "\t" p "\t" r "\t" $2}' >>"$RESULTS"
+		done
+	done
+done
+
+# --- report ------------------------------------------------------------------
+echo
+echo "sentinel-proxy benchmark, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, load generator on the same cores"
+echo "load average before: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews the figures)"
+echo "$(redis-server --version | awk '{print $1, $2, $3}'); redis-benchmark -c $CLIENTS -n $N_P1 (-P 1) / $N_P16 (-P 16); $ROUNDS rounds, interleaved"
+has haproxy && echo "$(haproxy -v | head -n 1 | awk '{print $1, $2, $3}'); tcp mode, role:master tcp-check over master + 2 replicas"
+has twemproxy && echo "$(nutcracker --version 2>&1 | head -n 1); redis: true, master only"
+echo
+printf '%-10s %-4s %3s %14s %8s   %s\n' target test P "median req/s" "/direct" "per round"
+for test in SET GET; do
+	for p in 1 16; do
+		for t in $TARGETS; do
+			awk -F'\t' -v t="$t" -v test="$test" -v p="$p" '
+				$1 == t && $2 == test && $3 == p {v[n++] = $5; rounds = rounds " " sprintf("%.0f", $5)}
+				$1 == "direct" && $2 == test && $3 == p {d[m++] = $5}
+				function median(a, k,   i, j, x) {
+					for (i = 1; i < k; i++) for (j = i; j > 0 && a[j-1] > a[j]; j--) {x = a[j]; a[j] = a[j-1]; a[j-1] = x}
+					return k % 2 ? a[(k-1)/2] : (a[k/2-1] + a[k/2]) / 2
+				}
+				END {
+					if (n == 0) {printf "%-10s %-4s %3s %14s %8s\n", t, test, p, "FAILED", "-"; exit}
+					med = median(v, n)
+					ratio = m ? sprintf("%.2f", med / median(d, m)) : "-"
+					printf "%-10s %-4s %3s %14.0f %8s  %s\n", t, test, p, med, ratio, rounds
+				}' "$RESULTS"
+		done
+	done
+done
+
+if ((${#IDLE_ROWS[@]} > 0)); then
+	echo
+	echo "Idle clients: $IDLE connections, one PING each, then idle (RSS in KiB from /proc/PID/status)"
+	# shellcheck disable=SC2059 # the format is ours
+	printf "$IDLE_FMT\n" target clients "RSS before" "RSS after" "KiB/client" "its conns to master" "master clients"
+	printf '%s\n' "${IDLE_ROWS[@]}"
+fi
