@@ -28,6 +28,9 @@ type cmdInfo struct {
 	kind cmdKind
 	// refusal is the error reply for kindRefused.
 	refusal string
+	// wait marks WAIT and WAITAOF, which wait for the writes of the
+	// connection they run on.
+	wait bool
 }
 
 // lookup maps a lower-case command name to its kind. Commands not listed
@@ -93,7 +96,7 @@ func classify(args [][]byte) cmdInfo {
 	case ok && kind == kindRefused:
 		return cmdInfo{kind: kindRefused, refusal: errNotSupported}
 	case ok:
-		return cmdInfo{kind: kind}
+		return cmdInfo{kind: kind, wait: string(name) == "wait" || string(name) == "waitaof"}
 	case string(name) == "client":
 		return classifyClient(args)
 	case string(name) == "xread" || string(name) == "xreadgroup":

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -211,6 +212,76 @@ func (s *session) retryBackend(oldAddr string, needNew bool) *backend {
 		}
 		t.Stop()
 	}
+}
+
+// queuesState reports whether a command of kind changes connection state
+// when it runs; inside MULTI it only runs at EXEC.
+func queuesState(kind cmdKind) bool {
+	return kind == kindAuth || kind == kindHello || kind == kindSelect || kind == kindPin
+}
+
+// queueState notes a state command queued in a transaction.
+func (s *session) queueState(args [][]byte, kind cmdKind) {
+	s.txState = true
+	switch {
+	case kind == kindPin && !(len(args) == 3 && strings.EqualFold(string(args[1]), "setname")):
+		s.sticky = true // CLIENT ID, NO-EVICT, CACHING: keep the connection either way
+	case kind == kindAuth && len(args) == 2:
+		s.txUser, s.txPass = "default", string(args[1])
+	case kind == kindAuth && len(args) == 3:
+		s.txUser, s.txPass = string(args[1]), string(args[2])
+	case kind == kindHello:
+		for i := 2; i+2 < len(args); i++ {
+			if strings.EqualFold(string(args[i]), "auth") {
+				s.txUser, s.txPass = string(args[i+1]), string(args[i+2])
+			}
+		}
+	}
+}
+
+// isNullReply reports whether f is a null (EXEC of a transaction a WATCH
+// aborted).
+func isNullReply(f Frame) bool {
+	return f.Type == '_' || bytes.HasPrefix(f.Small, []byte("*-1\r\n"))
+}
+
+// resyncState asks the server, after an EXEC that ran state commands, what
+// state the connection is in now (CLIENT INFO), and records it: what ran
+// inside the transaction is only known from there.
+func (s *session) resyncState(b *backend) error {
+	s.resync = false
+	if _, err := b.nc.Write([]byte("*2\r\n$6\r\nCLIENT\r\n$4\r\nINFO\r\n")); err != nil {
+		return err
+	}
+	var info bytes.Buffer
+	for {
+		f, err := b.fr.Next(&info)
+		if err != nil {
+			return err
+		}
+		if f.IsReply() {
+			break
+		}
+		info.Reset()
+	}
+	fields := map[string]string{}
+	for _, kv := range strings.Fields(info.String()) {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			fields[k] = v
+		}
+	}
+	if db, err := strconv.Atoi(fields["db"]); err == nil {
+		s.state.db = db
+	}
+	if proto, err := strconv.Atoi(fields["resp"]); err == nil {
+		s.state.proto = proto
+	}
+	if user := fields["user"]; user != s.state.user && user == s.txUser {
+		s.state.user, s.state.pass = s.txUser, s.txPass
+	}
+	s.name = fields["name"]
+	s.keyAddr = ""
+	return nil
 }
 
 // contextWithDeadline bounds one attempt by timeout and by the overall

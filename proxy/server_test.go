@@ -504,3 +504,42 @@ func TestSubscriberMoves(t *testing.T) {
 		})
 	}
 }
+
+// TestStateCommandsInsideMulti checks that SELECT queued in a transaction
+// changes the session's state only if the transaction ran, so that a
+// pooled connection is never filed under a state it does not have.
+func TestStateCommandsInsideMulti(t *testing.T) {
+	r := startRedis(t)
+	_, paddr := startProxy(t, newFakeSource(r), nil)
+	b := dialRaw(t, paddr)
+	b.do("SELECT", "3")
+	a := dialRaw(t, paddr)
+	for _, end := range []string{"DISCARD", "EXEC"} {
+		a.do("MULTI")
+		if got := a.do("SELECT", "3"); got != "+QUEUED\r\n" {
+			t.Fatalf("SELECT in MULTI = %q", got)
+		}
+		if end == "EXEC" {
+			a.do("SET", "x") // wrong arity: EXECABORT, nothing runs
+		}
+		a.do(end)
+		if got := a.do("CLIENT", "INFO"); !strings.Contains(got, " db=0 ") {
+			t.Fatalf("after %s, A is in %q, want db=0", end, got)
+		}
+		if got := b.do("CLIENT", "INFO"); !strings.Contains(got, " db=3 ") {
+			t.Fatalf("after A's %s, B is in %q, want db=3", end, got)
+		}
+	}
+	a.do("MULTI")
+	a.do("SELECT", "5")
+	a.do("EXEC")
+	a.do("SET", "in5", "1")
+	if got := a.do("CLIENT", "INFO"); !strings.Contains(got, " db=5 ") {
+		t.Fatalf("after EXEC of SELECT 5, A is in %q", got)
+	}
+	direct := dialRaw(t, r)
+	direct.do("SELECT", "5")
+	if got := direct.do("EXISTS", "in5"); got != ":1\r\n" {
+		t.Fatalf("the SET after EXEC did not land in db 5: %q", got)
+	}
+}

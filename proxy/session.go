@@ -34,6 +34,10 @@ type session struct {
 	sticky    bool // CLIENT ID, NO-EVICT, CACHING: pinned until RESET
 	txLost    bool // the pinned connection of an open MULTI was lost
 	watchGone bool // the pinned connection of a WATCH was lost
+	txState   bool // a state command (SELECT, AUTH, HELLO, …) is queued in MULTI
+	txUser    string
+	txPass    string // credentials of a queued AUTH
+	resync    bool   // state commands ran inside EXEC: ask the server
 
 	pinned *backend // dedicated connection while the state needs one
 	duplex *duplex  // set once the session streams (pub/sub, MONITOR, tracking)
@@ -201,7 +205,16 @@ func (s *session) forward(cmds []Command, infos []cmdInfo) error {
 		}
 		return nil
 	}
-	n, err := s.write(b, cmds)
+	// WAIT waits for the writes of the connection it runs on, up to that
+	// connection's last command. A pooled connection may have last run a
+	// command before this client's writes: a PING first brings it up to
+	// date. (Pinned connections carried the client's writes themselves.)
+	send := cmds
+	hidden := infos[0].wait && s.pinned == nil && !s.needsPin()
+	if hidden {
+		send = append([]Command{{Raw: []byte(pingCmd)}}, cmds...)
+	}
+	n, err := s.write(b, send)
 	if err != nil && n == 0 && !fresh {
 		// Nothing reached the server: the pooled or pinned connection was
 		// closed under us (the master changed). Safe to send again, unless
@@ -216,7 +229,7 @@ func (s *session) forward(cmds []Command, infos []cmdInfo) error {
 			}
 			return nil
 		}
-		n, err = s.write(b, cmds)
+		n, err = s.write(b, send)
 	}
 	if err != nil {
 		s.lost(b)
@@ -231,7 +244,28 @@ func (s *session) forward(cmds []Command, infos []cmdInfo) error {
 		}
 		return nil
 	}
+	if hidden {
+		if err := s.skipReply(b); err != nil {
+			s.lost(b)
+			for range cmds {
+				s.writeError(errMayHaveRun)
+			}
+			return nil
+		}
+	}
 	return s.replies(b, cmds, infos)
+}
+
+const pingCmd = "*1\r\n$4\r\nPING\r\n"
+
+// skipReply reads and drops the reply to a command the proxy sent itself.
+func (s *session) skipReply(b *backend) error {
+	for {
+		f, err := b.fr.Next(nil)
+		if err != nil || f.IsReply() {
+			return err
+		}
+	}
 }
 
 // replies streams the replies to cmds from b. A command the server refused
@@ -283,6 +317,12 @@ func (s *session) replies(b *backend, cmds []Command, infos []cmdInfo) error {
 	}
 	rw.holding, rw.holdErrors = false, false
 	if !rw.discarding {
+		if s.resync {
+			if err := s.resyncState(b); err != nil {
+				s.lost(b)
+				return nil
+			}
+		}
 		s.release(b)
 		return nil
 	}
@@ -337,10 +377,11 @@ func (s *session) reply(b *backend, cmd Command, info cmdInfo) error {
 			s.noteError(b, f.ErrorText())
 			if info.kind == kindExec || info.kind == kindDiscard {
 				s.multi, s.watching = false, false
+				s.txState, s.txUser, s.txPass = false, "", ""
 			}
 			return nil
 		}
-		s.apply(cmd, info)
+		s.apply(cmd, info, f)
 		return nil
 	}
 }
@@ -352,9 +393,13 @@ func (s *session) noteError(b *backend, text string) {
 	}
 }
 
-// apply records the effect of a command that succeeded.
-func (s *session) apply(cmd Command, info cmdInfo) {
+// apply records the effect of a command that succeeded (f is its reply).
+func (s *session) apply(cmd Command, info cmdInfo, f Frame) {
 	args := cmd.Args
+	if s.multi && queuesState(info.kind) {
+		s.queueState(args, info.kind) // +QUEUED: it runs at EXEC, or never
+		return
+	}
 	switch info.kind {
 	case kindAuth:
 		switch len(args) {
@@ -378,8 +423,15 @@ func (s *session) apply(cmd Command, info cmdInfo) {
 		s.txLost, s.watchGone = false, false
 	case kindMulti:
 		s.multi = true
-	case kindExec, kindDiscard:
+	case kindExec:
 		s.multi, s.watching = false, false
+		if s.txState && !isNullReply(f) {
+			s.resync = true // the queued state commands ran
+		}
+		s.txState, s.txUser, s.txPass = false, "", ""
+	case kindDiscard:
+		s.multi, s.watching = false, false
+		s.txState, s.txUser, s.txPass = false, "", ""
 	case kindWatch:
 		s.watching = true
 	case kindUnwatch:
@@ -520,6 +572,7 @@ func (s *session) lost(b *backend) {
 	} else if s.watching {
 		s.watchGone = true
 	}
+	s.txState, s.resync = false, false
 	s.multi, s.watching, s.sticky = false, false, false
 }
 
