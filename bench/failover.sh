@@ -13,9 +13,13 @@
 #            polled every 10 ms; Sentinel's +promoted-slave comes later)
 #   first    promotion -> first write acknowledged by the new master
 #   err      client-visible errors (writes answered with an error or failed)
-#   infl     writes in flight at the event
+#   max/w    most errors of one writer: each writer waits for every reply,
+#            so it has at most one write in flight at any time
 #   lost     acknowledged writes missing on the new master afterwards
-#   old      SETs the old master executed after the promotion ("-": dead)
+#   old      SETs the old master executed after the promotion ("-": dead);
+#            after a SIGSTOP this includes the writes that were in its
+#            socket buffers at the stop: it runs them at SIGCONT (their
+#            clients got errors)
 #   idle     idle SELECT 2 connections that still work, in db 2 of the new
 #            master, without reconnecting
 # Scenarios: failover (SENTINEL FAILOVER), kill9 (kill -9 of the master),
@@ -233,7 +237,7 @@ echo "times in seconds; promo: event -> promotion (ROLE); first: promotion -> fi
 echo
 FMT='%-8s %-9s %3s %7s %7s %7s %6s %5s %6s %6s %5s\n'
 # shellcheck disable=SC2059 # the format is ours
-printf "$FMT" target scenario run promo first "ev>1st" err infl lost old idle
+printf "$FMT" target scenario run promo first "ev>1st" err max/w lost old idle
 for scenario in $SCENARIOS; do
 	for target in $TARGETS; do
 		grep "^RESULT target=$target .*scenario=$scenario " "$RESULTS" | while read -r line; do
@@ -245,7 +249,7 @@ for scenario in $SCENARIOS; do
 			# shellcheck disable=SC2059
 			printf "$FMT" "$target" "$scenario" "$(field run "$line")" \
 				"$(field event_to_promotion "$line")" "$(field promotion_to_first_new "$line")" \
-				"$(field event_to_first_new "$line")" "$(field errors "$line")" "$(field in_flight "$line")" \
+				"$(field event_to_first_new "$line")" "$(field errors "$line")" "$(field max_errors_per_writer "$line")" \
 				"$(field lost "$line")" "$(field old_after_promotion "$line")" "$(field idle_ok "$line")"
 		done
 	done

@@ -139,7 +139,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.log.Info("listening", zap.String("group", s.opts.Name), zap.Stringer("addr", ln.Addr()))
 	bg, stopBg := context.WithCancel(context.Background())
 	var bgWG sync.WaitGroup
-	bgWG.Add(3)
+	bgWG.Add(4)
+	go func() { defer bgWG.Done(); s.sweepIdle(bg) }()
 	go func() { defer bgWG.Done(); s.followMaster(bg) }()
 	go func() { defer bgWG.Done(); s.reapIdle(bg) }()
 	go func() { defer bgWG.Done(); s.parker.run(bg, (*session).serve) }()
@@ -267,6 +268,28 @@ func (s *Server) followMaster(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-changed:
+		}
+	}
+}
+
+// sweepIdle ends the wait of sessions idle for parkAfter, so that they park.
+func (s *Server) sweepIdle(ctx context.Context) {
+	t := time.NewTicker(parkAfter / 2)
+	defer t.Stop()
+	past := time.Unix(1, 0)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			cutoff := now.Add(-parkAfter).UnixNano()
+			s.mu.Lock()
+			for sess := range s.sessions {
+				if since := sess.idleSince.Load(); since != 0 && since < cutoff {
+					sess.conn.SetReadDeadline(past)
+				}
+			}
+			s.mu.Unlock()
 		}
 	}
 }

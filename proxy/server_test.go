@@ -543,3 +543,32 @@ func TestStateCommandsInsideMulti(t *testing.T) {
 		t.Fatalf("the SET after EXEC did not land in db 5: %q", got)
 	}
 }
+
+// TestIdleSessionsPark checks that idle clients are parked without a
+// goroutine, wake up on their next command, and end when they hang up.
+func TestIdleSessionsPark(t *testing.T) {
+	r := startRedis(t)
+	srv, paddr := startProxy(t, newFakeSource(r), nil)
+	var conns []*rawConn
+	for i := 0; i < 20; i++ {
+		c := dialRaw(t, paddr)
+		if got := c.do("SELECT", "2"); got != "+OK\r\n" {
+			t.Fatalf("SELECT = %q", got)
+		}
+		conns = append(conns, c)
+	}
+	waitFor(t, func() bool { return srv.Stats().Parked == 20 })
+	for i, c := range conns {
+		if got := c.do("SET", "p"+strconv.Itoa(i), "v"); got != "+OK\r\n" {
+			t.Fatalf("SET after parking = %q", got)
+		}
+		if got := c.do("CLIENT", "INFO"); !strings.Contains(got, " db=2 ") {
+			t.Fatalf("parked session lost its db: %q", got)
+		}
+	}
+	waitFor(t, func() bool { return srv.Stats().Parked == 20 })
+	for _, c := range conns[:10] {
+		c.nc.Close()
+	}
+	waitFor(t, func() bool { st := srv.Stats(); return st.Clients == 10 && st.Parked == 10 })
+}

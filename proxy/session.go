@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -42,6 +43,8 @@ type session struct {
 	pinned *backend // dedicated connection while the state needs one
 	duplex *duplex  // set once the session streams (pub/sub, MONITOR, tracking)
 
+	idleSince atomic.Int64 // when the session began waiting for its client (UnixNano); 0 while busy
+
 	infos   []cmdInfo
 	bufs    net.Buffers
 	rw      replyWriter
@@ -58,7 +61,9 @@ func newSession(srv *Server, nc net.Conn) *session {
 var errQuit = errors.New("quit")
 
 // parkAfter is how long a session waits for its client's next command on
-// its own goroutine before it hands the connection to the parker.
+// its own goroutine before it hands the connection to the parker. The
+// server's sweep (Server.sweepIdle) ends such waits with a read deadline in
+// the past, so the hot path sets no deadline of its own.
 const parkAfter = 50 * time.Millisecond
 
 // serve runs the session until the client leaves, the server drains, or the
@@ -72,14 +77,16 @@ func (s *session) serve() {
 		}
 		idle := s.duplex == nil && !s.rd.buffered()
 		if idle {
-			s.conn.SetReadDeadline(time.Now().Add(parkAfter))
+			s.idleSince.Store(time.Now().UnixNano())
 		}
 		cmds, err := s.rd.next(s.srv.opts.MaxBatch)
 		if idle {
-			s.conn.SetReadDeadline(time.Time{})
+			s.idleSince.Store(0)
 		}
 		if err != nil {
 			if idle && isTimeout(err) && !s.srv.draining.Load() {
+				// The server's sweep ended the wait (parkAfter passed).
+				s.conn.SetReadDeadline(time.Time{})
 				if !s.rd.buffered() && s.park() {
 					return
 				}

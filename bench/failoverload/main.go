@@ -113,6 +113,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	w.run(loadCtx, &loadWG, int((c.warmup+c.maxRun)/every)+1)
 	time.Sleep(c.warmup) // a measurement: the load runs on the first master
 
+	old.baseline(context.Background(), c.master)
 	event := time.Now()
 	var resumed, dead time.Time
 	switch c.scenario {
@@ -211,6 +212,14 @@ func sentinelFailover(c config) error {
 	return last
 }
 
+func maxOf(m map[int]int) int {
+	n := 0
+	for _, v := range m {
+		n = max(n, v)
+	}
+	return n
+}
+
 // report checks the outcome and prints the RESULT line.
 func report(c config, w *writers, ev *events, promo *promotion, old *oldMaster, idle []*idleConn,
 	prefix string, event, dead, resumed time.Time, stdout io.Writer, logf func(string, ...any)) error {
@@ -246,10 +255,12 @@ func report(c config, w *writers, ev *events, promo *promotion, old *oldMaster, 
 		promoAt, _ = ev.at("+promoted-slave")
 	}
 	errs, inFlight := 0, 0
+	perWriter := make(map[int]int)
 	var first time.Time
 	for _, o := range ops {
 		if o.err != "" {
 			errs++
+			perWriter[o.writer]++
 		}
 		if o.sent.Before(dead) && o.done.After(event) {
 			inFlight++ // sent before the master was gone, answered after the event
@@ -288,6 +299,7 @@ func report(c config, w *writers, ev *events, promo *promotion, old *oldMaster, 
 		"writes=" + strconv.Itoa(len(ops)),
 		"acked=" + strconv.Itoa(len(keys)),
 		"errors=" + strconv.Itoa(errs),
+		"max_errors_per_writer=" + strconv.Itoa(maxOf(perWriter)),
 		"in_flight=" + strconv.Itoa(inFlight),
 		"lost=" + strconv.Itoa(len(missing)),
 		"old_after_promotion=" + oldAfter,

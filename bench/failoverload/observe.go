@@ -140,6 +140,19 @@ type oldMaster struct {
 	samples []oldSample
 }
 
+// baseline takes one sample now, synchronously, just before the event: a
+// master about to be stopped cannot be sampled later, and the last
+// periodic sample may be 50 ms (25 writes) old.
+func (o *oldMaster) baseline(ctx context.Context, addr string) {
+	c := plainClient(addr, 0, 200*time.Millisecond)
+	defer c.Close()
+	if s, err := readSample(ctx, c); err == nil {
+		o.mu.Lock()
+		o.samples = append(o.samples, s)
+		o.mu.Unlock()
+	}
+}
+
 func (o *oldMaster) sample(ctx context.Context, wg *sync.WaitGroup, addr string) {
 	wg.Add(1)
 	go func() { // exits when ctx ends
