@@ -198,17 +198,19 @@ func (l *foLoad) finish(t *testing.T, switched time.Time, newMaster string, exp 
 
 	// Every message published (to a subscriber) after the move arrives.
 	var late []int
-	waitFor(t, 5*time.Second, "the subscriber to receive the last messages", func() bool {
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		late = late[:0]
 		l.sub.mu.Lock()
-		defer l.sub.mu.Unlock()
 		for _, r := range l.pub.snapshot() {
 			if _, ok := l.sub.got[r.seq]; !ok && r.err == "" && r.n > 0 && !subOK.IsZero() && r.sent.After(subOK) {
 				late = append(late, r.seq)
 			}
 		}
-		return len(late) == 0
-	})
+		l.sub.mu.Unlock()
+		if len(late) == 0 {
+			break
+		}
+	}
 	l.checkSubscriber(t, late)
 	l.checkBlocker(t, exp)
 	l.checkIdle(t, newMaster)

@@ -25,9 +25,10 @@ import (
 // blocked BLPOP, which cannot move.
 var planned = foExpect{perClient: 0, blockErrs: 1}
 
-// crashed is what a dead or hung master allows: one error per command in
-// flight (each load client has one at most).
-var crashed = foExpect{perClient: 1, blockErrs: 1}
+// hung is what a master that hangs (SIGSTOP) allows: one error per command
+// in flight; each load client waits for every reply, so it has at most one
+// stuck on the hung master.
+var hung = foExpect{perClient: 1, blockErrs: 1}
 
 // killed is what a kill -9 allows: errors only for commands sent before
 // the master was dead (Node.Kill returned: the process is reaped, every
@@ -157,7 +158,7 @@ func TestFailoverSigstop(t *testing.T) {
 		}
 	}
 	t.Logf("master stopped at %s", stopped.Format("15:04:05.000000"))
-	l.finish(t, at, newAddr, crashed)
+	l.finish(t, at, newAddr, hung)
 }
 
 // TestFailoverOldMasterRestarted: after a kill -9 and the failover, the old

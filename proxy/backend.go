@@ -69,9 +69,11 @@ type backend struct {
 // close closes the connection. Safe to call twice and concurrently.
 //
 // It resets the connection (SO_LINGER 0) rather than closing it gracefully:
-// whatever is still queued for a master that hangs (SIGSTOP, a partition)
-// is dropped instead of being delivered, and executed, when it wakes up
-// after the proxy has moved on.
+// whatever is still in the proxy's send queue for a master that hangs
+// (SIGSTOP, a partition) is dropped instead of being delivered, and
+// executed, when it wakes up after the proxy has moved on. (What the hung
+// server's kernel had already received still runs when it wakes; those
+// commands were answered "may have run".)
 func (b *backend) close() {
 	if b.dead.CompareAndSwap(false, true) {
 		if tc, ok := b.nc.(*net.TCPConn); ok {

@@ -5,6 +5,10 @@ import (
 	"time"
 )
 
+// freshIdle is how long a pooled connection counts as just used: get
+// hands it out without checking whether the server closed it.
+const freshIdle = time.Millisecond
+
 // pool keeps idle backend connections by the state they carry, and knows
 // every backend connection of the server (idle, in a batch or pinned) so
 // that all of those to an old master can be closed at once.
@@ -47,7 +51,10 @@ func (p *pool) get(key poolKey) *backend {
 			p.idle[key] = list[:len(list)-1]
 		}
 		p.mu.Unlock()
-		if !b.dead.Load() && !peekClosed(b.nc, false) {
+		// A connection back from a batch moments ago is not worth a
+		// syscall: the check is for connections the server closed while
+		// they sat in the pool.
+		if !b.dead.Load() && (time.Since(b.idleAt) < freshIdle || !peekClosed(b.nc, false)) {
 			return b
 		}
 		p.discard(b)
@@ -111,6 +118,27 @@ func (p *pool) switchTo(addr string) int {
 		b.close()
 	}
 	return len(stale)
+}
+
+// evict closes the idle connections to addr: one of them failed on its
+// own (the server died, restarted or killed its clients), so the others
+// most likely did too and must not be handed out.
+func (p *pool) evict(addr string) {
+	p.mu.Lock()
+	var gone []*backend
+	for k, list := range p.idle {
+		if k.addr == addr {
+			gone = append(gone, list...)
+			delete(p.idle, k)
+		}
+	}
+	for _, b := range gone {
+		delete(p.all, b)
+	}
+	p.mu.Unlock()
+	for _, b := range gone {
+		b.close()
+	}
 }
 
 // reap closes connections idle since before cutoff.

@@ -239,23 +239,23 @@ func (s *session) forward(cmds []Command, infos []cmdInfo) error {
 		n, err = s.write(b, send)
 	}
 	if err != nil {
-		s.lost(b)
+		s.failed(b)
 		if n == 0 {
 			for range cmds {
 				s.writeError("ERR could not send the command to the master; it did not run (sentinel-proxy)")
 			}
 			return nil
 		}
-		for range cmds {
-			s.writeError(errMayHaveRun)
+		for i := range cmds {
+			s.writeError(mayHaveRun(infos[i]))
 		}
 		return nil
 	}
 	if hidden {
 		if err := s.skipReply(b); err != nil {
-			s.lost(b)
-			for range cmds {
-				s.writeError(errMayHaveRun)
+			s.failed(b)
+			for i := range cmds {
+				s.writeError(mayHaveRun(infos[i]))
 			}
 			return nil
 		}
@@ -298,15 +298,15 @@ func (s *session) replies(b *backend, cmds []Command, infos []cmdInfo) error {
 		case err != nil && rw.discarding:
 			// Everything after the refusal went to a node that is not the
 			// master: none of it wrote anything. Send it all again.
-			s.lost(b)
+			s.failed(b)
 			for j := i; j < len(cmds); j++ {
 				s.pending = append(s.pending, pendingReply{idx: j})
 			}
 			return s.resolve(b.addr, cmds, len(cmds))
 		case err != nil:
-			s.lost(b)
-			for range cmds[i:] {
-				s.writeError(errMayHaveRun)
+			s.failed(b)
+			for j := i; j < len(cmds); j++ {
+				s.writeError(mayHaveRun(infos[j]))
 			}
 			return nil
 		case rw.holding && !rw.discarding && isRetryable(rw.held):
@@ -338,20 +338,46 @@ func (s *session) replies(b *backend, cmds []Command, infos []cmdInfo) error {
 	return s.resolve(b.addr, cmds, len(cmds))
 }
 
-const errMayHaveRun = "ERR connection to the master lost before the reply; the command may have run (sentinel-proxy)"
+const (
+	errMayHaveRun    = "ERR connection to the master lost before the reply; the command may have run (sentinel-proxy)"
+	errBlockedMayRun = "UNBLOCKED connection to the master lost while the command was blocked; it may have run (sentinel-proxy)"
+)
+
+// mayHaveRun is the error for a command whose reply was lost with the
+// connection. A blocked command gets Redis's own UNBLOCKED code, which is
+// what a client blocked on a master that is demoted sees from Redis.
+func mayHaveRun(info cmdInfo) string {
+	if info.kind == kindBlocking {
+		return errBlockedMayRun
+	}
+	return errMayHaveRun
+}
 
 // write sends cmds to b in one write and reports how many bytes went out.
+// Pipelined requests sit next to each other in the read buffer: runs of
+// adjacent requests go out as one slice, usually the whole batch as a single
+// write(2) rather than a writev of one piece per command.
 func (s *session) write(b *backend, cmds []Command) (int64, error) {
-	if len(cmds) == 1 {
-		n, err := b.nc.Write(cmds[0].Raw)
-		return int64(n), err
-	}
 	s.bufs = s.bufs[:0]
 	for i := range cmds {
-		s.bufs = append(s.bufs, cmds[i].Raw)
+		raw := cmds[i].Raw
+		if n := len(s.bufs); n > 0 && adjacent(s.bufs[n-1], raw) {
+			s.bufs[n-1] = s.bufs[n-1][:len(s.bufs[n-1])+len(raw)]
+			continue
+		}
+		s.bufs = append(s.bufs, raw)
+	}
+	if len(s.bufs) == 1 {
+		n, err := b.nc.Write(s.bufs[0])
+		return int64(n), err
 	}
 	bufs := s.bufs // WriteTo consumes its receiver
 	return bufs.WriteTo(b.nc)
+}
+
+// adjacent reports whether b starts in memory right where a ends.
+func adjacent(a, b []byte) bool {
+	return len(b) > 0 && cap(a) > len(a) && &a[:len(a)+1][len(a)] == &b[0]
 }
 
 // reply streams the reply to one command (and any push or attribute frames
@@ -563,6 +589,17 @@ func (s *session) release(b *backend) {
 	s.pinned = nil
 	b.key = s.poolKey(b.addr)
 	s.srv.pool.put(b)
+}
+
+// failed drops a connection that failed under a command. Unless the proxy
+// closed it itself (a switch), the server went away or cut its clients:
+// the other idle connections to it go too, and the source re-checks it.
+func (s *session) failed(b *backend) {
+	if !b.dead.Load() {
+		s.srv.pool.evict(b.addr)
+		s.srv.opts.Source.Suspect(b.addr)
+	}
+	s.lost(b)
 }
 
 // lost drops a connection that failed. If it carried a transaction or a
