@@ -47,6 +47,12 @@ type Config struct {
 	// finish; 0 closes every connection at once.
 	DrainTimeout time.Duration `mapstructure:"drain_timeout"`
 
+	// StopWritesWhenBlind makes the proxy refuse commands (after
+	// HoldTimeout, with -MASTERDOWN) while no sentinel answers. By default
+	// it keeps serving the last verified master, and says so in logs and
+	// /readyz.
+	StopWritesWhenBlind bool `mapstructure:"stop_writes_when_blind"`
+
 	// BackendUsername is the proxy's own ACL user on the data nodes (ROLE
 	// checks); "" means the default user.
 	BackendUsername string `mapstructure:"backend_username"`

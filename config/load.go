@@ -177,6 +177,7 @@ func newFlagSet() *pflag.FlagSet {
 	fs.StringSlice("sentinels", d.Sentinels, "sentinel `addresses` host:port, comma-separated or repeated (IPv6 as [::1]:26379)")
 	fs.String("sentinel-username", d.SentinelUsername, "ACL `user` for the sentinels")
 	fs.String("sentinel-password", d.SentinelPassword, "`password` for the sentinels (prefer the environment: flags show in ps)")
+	fs.Bool("stop-writes-when-blind", d.StopWritesWhenBlind, "refuse commands while no sentinel answers, instead of serving the last verified master")
 	fs.String("backend-username", d.BackendUsername, "the proxy's own ACL `user` on the Redis data nodes")
 	fs.String("backend-password", d.BackendPassword, "the proxy's own `password` on the Redis data nodes")
 	fs.String("admin", d.Admin, "admin HTTP listen `address` (metrics, health, status); off when empty")

@@ -72,17 +72,29 @@ func adminHandler(groups []*group) http.Handler {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		var missing []string
+		var missing, notes []string
 		for _, g := range groups {
-			if addr, _ := g.watcher.Master(); addr == "" {
-				missing = append(missing, g.name)
+			st := g.watcher.Status()
+			switch {
+			case !st.Ready():
+				reason := st.Error
+				if st.FailoverInProgress {
+					reason = "failover in progress: " + st.FailoverReason
+				}
+				missing = append(missing, fmt.Sprintf("%s (%s)", g.name, reason))
+			case st.Blind:
+				notes = append(notes, fmt.Sprintf("%s: no sentinel answers since %s; serving the last verified master %s",
+					g.name, st.BlindSince.Format(time.RFC3339), st.Master))
 			}
 		}
 		if len(missing) > 0 {
-			http.Error(w, "no verified master for: "+strings.Join(missing, ", "), http.StatusServiceUnavailable)
+			http.Error(w, "no verified master for: "+strings.Join(missing, "; "), http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ready")
+		for _, n := range notes {
+			fmt.Fprintln(w, n)
+		}
 	})
 	return mux
 }

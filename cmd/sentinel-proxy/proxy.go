@@ -94,6 +94,8 @@ func buildGroups(cfg config.Config, log *zap.Logger) ([]*group, error) {
 			PollInterval: cfg.PollInterval,
 			QueryTimeout: cfg.QueryTimeout,
 			DialTimeout:  cfg.DialTimeout,
+
+			StopWritesWhenBlind: cfg.StopWritesWhenBlind,
 		}, glog.Named("sentinel"))
 		if err != nil {
 			return nil, fmt.Errorf("group %s: %w", gc.MasterName, err)
