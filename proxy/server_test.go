@@ -74,49 +74,6 @@ func startProxy(t *testing.T, src MasterSource, mod func(*Options)) (*Server, st
 	return srv, ln.Addr().String()
 }
 
-// rawConn is a RESP client that reads whole replies with the Framer, so a
-// test can compare the exact bytes two servers send.
-type rawConn struct {
-	t  *testing.T
-	nc net.Conn
-	fr *Framer
-}
-
-func dialRaw(t *testing.T, addr string) *rawConn {
-	t.Helper()
-	nc, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nc.Close() })
-	return &rawConn{t: t, nc: nc, fr: NewFramer(nc, 0)}
-}
-
-func (c *rawConn) send(s string) {
-	c.t.Helper()
-	if _, err := io.WriteString(c.nc, s); err != nil {
-		c.t.Fatalf("send: %v", err)
-	}
-}
-
-// read returns the next frame's bytes.
-func (c *rawConn) read() string {
-	c.t.Helper()
-	c.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
-	var b bytes.Buffer
-	if _, err := c.fr.Next(&b); err != nil {
-		c.t.Fatalf("read: %v", err)
-	}
-	return b.String()
-}
-
-// do sends args as one command and returns the reply's bytes.
-func (c *rawConn) do(args ...string) string {
-	c.t.Helper()
-	c.send(string(appendCommand(nil, args...)))
-	return c.read()
-}
-
 // TestDifferential sends the same scripts to Redis directly and through the
 // proxy, on fresh connections, and requires byte-identical replies.
 func TestDifferential(t *testing.T) {
@@ -148,11 +105,11 @@ func TestDifferential(t *testing.T) {
 	for _, sc := range scripts {
 		t.Run(sc.name, func(t *testing.T) {
 			got := func(addr string) []string {
-				c := dialRaw(t, addr)
+				c := dialRedis(t, addr)
 				c.send(sc.send)
 				var out []string
 				for i := 0; i < sc.n; i++ {
-					out = append(out, normalize(c.read()))
+					out = append(out, normalize(c.reply()))
 				}
 				return out
 			}
@@ -195,7 +152,7 @@ func TestPoolIsolation(t *testing.T) {
 	r := startRedis(t, "--user", "alice", "on", ">alicepw", "~*", "&*", "+@all")
 	srv, paddr := startProxy(t, newFakeSource(r), nil)
 
-	a := dialRaw(t, paddr)
+	a := dialRedis(t, paddr)
 	if got := a.do("AUTH", "alice", "alicepw"); got != "+OK\r\n" {
 		t.Fatalf("AUTH alice = %q", got)
 	}
@@ -207,7 +164,7 @@ func TestPoolIsolation(t *testing.T) {
 	}
 	// alice's connection is back in the pool now; another client must get
 	// a different one.
-	b := dialRaw(t, paddr)
+	b := dialRedis(t, paddr)
 	if got := b.do("ACL", "WHOAMI"); got != "$7\r\ndefault\r\n" {
 		t.Fatalf("second client WHOAMI = %q, want default", got)
 	}
@@ -234,7 +191,7 @@ func TestIdleClientsHoldNoBackend(t *testing.T) {
 	r := startRedis(t)
 	srv, paddr := startProxy(t, newFakeSource(r), nil)
 	for i := 0; i < 50; i++ {
-		c := dialRaw(t, paddr)
+		c := dialRedis(t, paddr)
 		if got := c.do("SET", "k"+strconv.Itoa(i), "v"); got != "+OK\r\n" {
 			t.Fatalf("SET = %q", got)
 		}
@@ -250,15 +207,15 @@ func TestIdleClientsHoldNoBackend(t *testing.T) {
 func TestBlockingCommand(t *testing.T) {
 	r := startRedis(t)
 	srv, paddr := startProxy(t, newFakeSource(r), nil)
-	c := dialRaw(t, paddr)
+	c := dialRedis(t, paddr)
 	c.send(string(appendCommand(nil, "BLPOP", "q", "0")))
-	p := dialRaw(t, paddr)
+	p := dialRedis(t, paddr)
 	// Wait until the BLPOP is blocked on the server.
 	waitFor(t, func() bool { return strings.Contains(p.do("INFO", "clients"), "blocked_clients:1") })
 	if got := p.do("RPUSH", "q", "x"); got != ":1\r\n" {
 		t.Fatalf("RPUSH = %q", got)
 	}
-	if got := c.read(); got != "*2\r\n$1\r\nq\r\n$1\r\nx\r\n" {
+	if got := c.reply(); got != "*2\r\n$1\r\nq\r\n$1\r\nx\r\n" {
 		t.Fatalf("BLPOP = %q", got)
 	}
 	// Block again, then hang up.
@@ -276,18 +233,18 @@ func TestSubscribe(t *testing.T) {
 	_, paddr := startProxy(t, newFakeSource(r), nil)
 	for _, proto := range []string{"2", "3"} {
 		t.Run("resp"+proto, func(t *testing.T) {
-			s := dialRaw(t, paddr)
+			s := dialRedis(t, paddr)
 			s.do("HELLO", proto)
 			s.send(string(appendCommand(nil, "SUBSCRIBE", "c1", "c2")))
-			first, second := s.read(), s.read()
+			first, second := s.reply(), s.reply()
 			if !strings.Contains(first, "subscribe") || !strings.Contains(second, "c2") {
 				t.Fatalf("confirmations: %q %q", first, second)
 			}
-			p := dialRaw(t, paddr)
+			p := dialRedis(t, paddr)
 			if got := p.do("PUBLISH", "c2", "hello"); got != ":1\r\n" {
 				t.Fatalf("PUBLISH = %q", got)
 			}
-			msg := s.read()
+			msg := s.reply()
 			want := "*3\r\n$7\r\nmessage\r\n$2\r\nc2\r\n$5\r\nhello\r\n"
 			if proto == "3" {
 				want = ">" + want[1:]
@@ -296,7 +253,7 @@ func TestSubscribe(t *testing.T) {
 				t.Fatalf("message = %q, want %q", msg, want)
 			}
 			s.send("PING\r\n")
-			if got := s.read(); proto == "2" && got != "*2\r\n$4\r\npong\r\n$0\r\n\r\n" || proto == "3" && got != "+PONG\r\n" {
+			if got := s.reply(); proto == "2" && got != "*2\r\n$4\r\npong\r\n$0\r\n\r\n" || proto == "3" && got != "+PONG\r\n" {
 				t.Fatalf("PING while subscribed = %q", got)
 			}
 		})
@@ -310,7 +267,7 @@ func TestLargeValue(t *testing.T) {
 	}
 	r := startRedis(t)
 	_, paddr := startProxy(t, newFakeSource(r), nil)
-	c := dialRaw(t, paddr)
+	c := dialRedis(t, paddr)
 	val := bytes.Repeat([]byte("0123456789"), 10_000_000)
 	w := bufio.NewWriter(c.nc)
 	fmt.Fprintf(w, "*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n$%d\r\n", len(val))
@@ -319,7 +276,7 @@ func TestLargeValue(t *testing.T) {
 	if err := w.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	if got := c.read(); got != "+OK\r\n" {
+	if got := c.reply(); got != "+OK\r\n" {
 		t.Fatalf("SET = %q", got)
 	}
 	c.send(string(appendCommand(nil, "GET", "big")))
@@ -345,11 +302,11 @@ func TestMasterSwitch(t *testing.T) {
 	r1, r2 := startRedis(t), startRedis(t)
 	src := newFakeSource(r1)
 	srv, paddr := startProxy(t, src, nil)
-	c := dialRaw(t, paddr)
+	c := dialRedis(t, paddr)
 	if got := c.do("SET", "where", "one"); got != "+OK\r\n" {
 		t.Fatalf("SET = %q", got)
 	}
-	tx := dialRaw(t, paddr)
+	tx := dialRedis(t, paddr)
 	if got := tx.do("MULTI"); got != "+OK\r\n" {
 		t.Fatalf("MULTI = %q", got)
 	}
@@ -368,7 +325,7 @@ func TestMasterSwitch(t *testing.T) {
 	if got := tx.do("EXISTS", "tx"); got != ":0\r\n" {
 		t.Fatalf("EXISTS tx = %q, the lost transaction's command ran", got)
 	}
-	direct := dialRaw(t, r1)
+	direct := dialRedis(t, r1)
 	if got := direct.do("CLIENT", "LIST"); strings.Count(got, "cmd=") != 1 {
 		t.Fatalf("old master still has proxy connections:\n%s", got)
 	}
@@ -380,16 +337,16 @@ func TestHoldWhileNoMaster(t *testing.T) {
 	r := startRedis(t)
 	src := newFakeSource("")
 	_, paddr := startProxy(t, src, func(o *Options) { o.HoldTimeout = 10 * time.Second })
-	c := dialRaw(t, paddr)
+	c := dialRedis(t, paddr)
 	c.send("PING\r\n")
 	time.AfterFunc(200*time.Millisecond, func() { src.set(r) })
-	if got := c.read(); got != "+PONG\r\n" {
+	if got := c.reply(); got != "+PONG\r\n" {
 		t.Fatalf("held PING = %q", got)
 	}
 
 	src2 := newFakeSource("")
 	_, paddr2 := startProxy(t, src2, func(o *Options) { o.HoldTimeout = 100 * time.Millisecond })
-	c2 := dialRaw(t, paddr2)
+	c2 := dialRedis(t, paddr2)
 	if got := c2.do("PING"); !strings.HasPrefix(got, "-MASTERDOWN") {
 		t.Fatalf("PING with no master = %q", got)
 	}
@@ -399,7 +356,7 @@ func TestHoldWhileNoMaster(t *testing.T) {
 func TestQuitAndRefused(t *testing.T) {
 	r := startRedis(t)
 	_, paddr := startProxy(t, newFakeSource(r), nil)
-	c := dialRaw(t, paddr)
+	c := dialRedis(t, paddr)
 	if got := c.do("CLIENT", "REPLY", "OFF"); !strings.HasPrefix(got, "-ERR CLIENT REPLY OFF and SKIP are not supported") {
 		t.Fatalf("CLIENT REPLY OFF = %q", got)
 	}
@@ -410,10 +367,10 @@ func TestQuitAndRefused(t *testing.T) {
 		t.Fatalf("CLIENT REPLY ON = %q", got)
 	}
 	c.send("PING\r\nQUIT\r\nPING\r\n")
-	if got := c.read(); got != "+PONG\r\n" {
+	if got := c.reply(); got != "+PONG\r\n" {
 		t.Fatalf("PING = %q", got)
 	}
-	if got := c.read(); got != "+OK\r\n" {
+	if got := c.reply(); got != "+OK\r\n" {
 		t.Fatalf("QUIT = %q", got)
 	}
 	c.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -443,7 +400,7 @@ func TestReadonlyRetried(t *testing.T) {
 	src := newFakeSource(replica)
 	_, paddr := startProxy(t, src, nil)
 
-	c := dialRaw(t, paddr)
+	c := dialRedis(t, paddr)
 	c.send(string(appendCommand(appendCommand(appendCommand(nil, "SET", "a", "1"), "GET", "a"), "INCR", "n")))
 	waitFor(t, func() bool {
 		src.mu.Lock()
@@ -452,11 +409,11 @@ func TestReadonlyRetried(t *testing.T) {
 	})
 	src.set(master)
 	for i, want := range []string{"+OK\r\n", "$1\r\n1\r\n", ":1\r\n"} {
-		if got := c.read(); got != want {
+		if got := c.reply(); got != want {
 			t.Fatalf("reply %d = %q, want %q", i, got, want)
 		}
 	}
-	m := dialRaw(t, master)
+	m := dialRedis(t, master)
 	if got := m.do("GET", "n"); got != "$1\r\n1\r\n" {
 		t.Fatalf("INCR ran %q times on the master, want once", got)
 	}
@@ -469,7 +426,7 @@ func TestReadonlyNotRetriedWithoutMaster(t *testing.T) {
 	_, port, _ := net.SplitHostPort(master)
 	replica := startRedis(t, "--replicaof", "127.0.0.1", port)
 	_, paddr := startProxy(t, newFakeSource(replica), func(o *Options) { o.HoldTimeout = 200 * time.Millisecond })
-	c := dialRaw(t, paddr)
+	c := dialRedis(t, paddr)
 	if got := c.do("SET", "a", "1"); !strings.HasPrefix(got, "-READONLY") {
 		t.Fatalf("SET on a replica with no master = %q, want -READONLY", got)
 	}
@@ -487,17 +444,17 @@ func TestSubscriberMoves(t *testing.T) {
 		t.Run("resp"+proto, func(t *testing.T) {
 			src := newFakeSource(r1)
 			_, paddr := startProxy(t, src, nil)
-			s := dialRaw(t, paddr)
+			s := dialRedis(t, paddr)
 			s.do("HELLO", proto)
 			s.send(string(appendCommand(nil, "SUBSCRIBE", "news")))
-			s.read()
+			s.reply()
 			s.send(string(appendCommand(nil, "PSUBSCRIBE", "n*")))
-			s.read()
+			s.reply()
 			src.set(r2)
-			p := dialRaw(t, r2)
+			p := dialRedis(t, r2)
 			// Wait until both subscriptions exist on the new master.
 			waitFor(t, func() bool { return p.do("PUBLISH", "news", "x") == ":2\r\n" })
-			msg := s.read()
+			msg := s.reply()
 			if !strings.Contains(msg, "message") || !strings.Contains(msg, "news") {
 				t.Fatalf("first frame after the move = %q, want a message", msg)
 			}
@@ -511,9 +468,9 @@ func TestSubscriberMoves(t *testing.T) {
 func TestStateCommandsInsideMulti(t *testing.T) {
 	r := startRedis(t)
 	_, paddr := startProxy(t, newFakeSource(r), nil)
-	b := dialRaw(t, paddr)
+	b := dialRedis(t, paddr)
 	b.do("SELECT", "3")
-	a := dialRaw(t, paddr)
+	a := dialRedis(t, paddr)
 	for _, end := range []string{"DISCARD", "EXEC"} {
 		a.do("MULTI")
 		if got := a.do("SELECT", "3"); got != "+QUEUED\r\n" {
@@ -537,7 +494,7 @@ func TestStateCommandsInsideMulti(t *testing.T) {
 	if got := a.do("CLIENT", "INFO"); !strings.Contains(got, " db=5 ") {
 		t.Fatalf("after EXEC of SELECT 5, A is in %q", got)
 	}
-	direct := dialRaw(t, r)
+	direct := dialRedis(t, r)
 	direct.do("SELECT", "5")
 	if got := direct.do("EXISTS", "in5"); got != ":1\r\n" {
 		t.Fatalf("the SET after EXEC did not land in db 5: %q", got)
@@ -549,9 +506,9 @@ func TestStateCommandsInsideMulti(t *testing.T) {
 func TestIdleSessionsPark(t *testing.T) {
 	r := startRedis(t)
 	srv, paddr := startProxy(t, newFakeSource(r), nil)
-	var conns []*rawConn
+	var conns []*redisConn
 	for i := 0; i < 20; i++ {
-		c := dialRaw(t, paddr)
+		c := dialRedis(t, paddr)
 		if got := c.do("SELECT", "2"); got != "+OK\r\n" {
 			t.Fatalf("SELECT = %q", got)
 		}

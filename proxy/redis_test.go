@@ -1,0 +1,97 @@
+package proxy
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"os/exec"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// startRedis runs a throwaway redis-server on a free loopback port and
+// returns its address; the process is killed by PID when the test ends.
+func startRedis(t *testing.T, extra ...string) string {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatalf("redis-server is required: %v", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	cmdArgs := append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "",
+		"--appendonly", "no", "--dir", t.TempDir(), "--logfile", ""}, extra...)
+	cmd := exec.Command(bin, cmdArgs...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return addr
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("redis-server did not listen on %s: %v", addr, err)
+		}
+		time.Sleep(20 * time.Millisecond) // polling for readiness with a deadline
+	}
+}
+
+// redisConn is a raw connection whose replies are read with a Framer.
+type redisConn struct {
+	t  *testing.T
+	nc net.Conn
+	fr *Framer
+}
+
+func dialRedis(t *testing.T, addr string) *redisConn {
+	t.Helper()
+	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	return &redisConn{t: t, nc: nc, fr: NewFramer(nc, 0)}
+}
+
+func (c *redisConn) send(b string) {
+	c.t.Helper()
+	if _, err := c.nc.Write([]byte(b)); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// reply reads one frame and returns its bytes, or "EOF".
+func (c *redisConn) reply() string {
+	c.t.Helper()
+	c.nc.SetReadDeadline(time.Now().Add(20 * time.Second))
+	var buf bytes.Buffer
+	_, err := c.fr.Next(&buf)
+	if errors.Is(err, io.EOF) {
+		return "EOF"
+	}
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return buf.String()
+}
+
+// do sends args as one command and returns the reply's bytes.
+func (c *redisConn) do(args ...string) string {
+	c.t.Helper()
+	c.send(string(appendCommand(nil, args...)))
+	return c.reply()
+}
