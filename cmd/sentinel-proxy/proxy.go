@@ -84,7 +84,7 @@ func buildGroups(cfg config.Config, log *zap.Logger) ([]*group, error) {
 	var groups []*group
 	for _, gc := range cfg.Groups {
 		glog := log.With(zap.String("group", gc.MasterName))
-		w, err := sentinel.New(sentinel.Options{
+		w, err := sentinel.New(sentinel.Options{ // logs master_name itself
 			MasterName:   gc.MasterName,
 			Sentinels:    cfg.Sentinels,
 			Username:     cfg.SentinelUsername,
@@ -96,7 +96,7 @@ func buildGroups(cfg config.Config, log *zap.Logger) ([]*group, error) {
 			DialTimeout:  cfg.DialTimeout,
 
 			StopWritesWhenBlind: cfg.StopWritesWhenBlind,
-		}, glog.Named("sentinel"))
+		}, log)
 		if err != nil {
 			return nil, fmt.Errorf("group %s: %w", gc.MasterName, err)
 		}
