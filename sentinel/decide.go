@@ -44,6 +44,12 @@ type loopState struct {
 	unknownLogged bool
 	fullLogged    bool
 	retry         *time.Timer
+
+	newEpoch map[string]int64       // a sentinel's +new-epoch, until its next message
+	tries    map[string]failoverTry // each sentinel's failover attempt (epoch), during a hold
+	aborts   map[string]time.Time   // each sentinel's last -failover-abort-* of the held master
+	cand     *candidate             // the replica being watched during a hold, or nil
+	candGen  uint64
 }
 
 // choice is the winning view of one evaluation.
@@ -102,6 +108,14 @@ func (w *Watcher) onAnswer(ctx context.Context, a answer) {
 		s.lastOK = a
 		if a.runID != "" {
 			s.runID = a.runID
+		}
+		if !s.subscribed {
+			// Reachable again: resubscribe now, not at the end of the
+			// subscriber's backoff (up to 3.2 s).
+			select {
+			case s.wake <- struct{}{}:
+			default:
+			}
 		}
 		if wasTried && !wasOK {
 			w.log.Info("sentinel answers again", zap.String("sentinel", s.addr))
@@ -179,6 +193,10 @@ func (w *Watcher) decide(ctx context.Context) {
 		}
 	}
 	if st.hold.active {
+		w.candidatesFromPolls(ctx, views)
+		if !st.hold.active {
+			return // the candidate was published
+		}
 		w.decideHeld(ctx, c, views, now)
 		return
 	}
@@ -250,7 +268,7 @@ func (w *Watcher) setCurrent(c choice, why string) {
 	}
 	st.cur = Master{Addr: c.addr, Epoch: c.epoch, VerifiedAt: now}
 	st.valid, st.errMsg = true, ""
-	st.hold = hold{}
+	w.endHold()
 }
 
 // setBlind records whether no sentinel answers.

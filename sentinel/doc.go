@@ -18,12 +18,21 @@
 // sends the answer to the main loop; and a subscriber, which keeps a
 // PSUBSCRIBE * open with liveness PINGs and jittered reconnect backoff and
 // forwards every message and every (re)subscription to the main loop. Both
-// exit when Run's context ends. ROLE checks run in short-lived goroutines
-// (at most one per address, each on its own short-lived client, bounded by
-// DialTimeout+QueryTimeout) and report back to the main loop, so a frozen
-// node never delays the reaction to a promotion. On cancel Run closes every
-// go-redis client it opened, which unblocks queries in flight, and waits for
-// all of its goroutines before returning.
+// exit when Run's context ends. A sentinel that answers a query while its
+// subscription is down is reachable again: the main loop wakes its
+// subscriber, which retries at once with a reset backoff (unless the
+// sentinel itself refused the last attempt), and until the subscription is
+// back that sentinel is polled every 100ms instead of every PollInterval,
+// since without its events only a query shows a failover starting. ROLE
+// checks run in short-lived goroutines (at most one per address, each on
+// its own short-lived client, bounded by DialTimeout+QueryTimeout) and
+// report back to the main loop, so a frozen node never delays the reaction
+// to a promotion. During a hold, at most one more goroutine polls the
+// failover candidate's ROLE every 20ms on one client (see candidate.go); it
+// ends when the candidate is dropped or published, or at the failover
+// timeout. On cancel Run closes every go-redis client it opened, which
+// unblocks queries in flight, and waits for all of its goroutines before
+// returning.
 //
 // Master, Suspect and Status never block: Master and Status read a
 // mutex-guarded published copy; a change closes the current change channel
@@ -48,8 +57,13 @@
 // Failover hold. A start signal about the current master (+odown,
 // +try-failover, +elected-leader, +failover-state-*, +selected-slave, or a
 // poll showing o_down / a failover before its promotion) makes Master()
-// return "" at once. The hold ends when a higher-epoch address passes ROLE
-// (promotion, typically right after +promoted-slave, seconds before the
+// return "" at once. The hold ends when the replica the leader chose
+// answers ROLE master after SLAVEOF NO ONE was sent to it (the candidate,
+// from +selected-slave / +failover-state-* or, events lost, from the
+// leader's SENTINEL REPLICAS "promoted" flag; published at the failover
+// epoch, ~0.8s before +promoted-slave: candidate.go says which epoch source
+// is trusted and why), when a higher-epoch address the sentinels name
+// passes ROLE (typically right after +promoted-slave, seconds before the
 // leader's +switch-master), or, for an abort, when every sentinel that
 // signalled has answered a later query without showing the failover and
 // the old master passes ROLE again (after 10s the silence of a signalling

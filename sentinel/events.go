@@ -37,6 +37,10 @@ type event struct {
 	master string
 	// newAddr is +switch-master's new address, logged as a hint only.
 	newAddr string
+	// node is the address of the instance the payload's details describe
+	// (for +selected-slave and +failover-state-*: the replica chosen for
+	// promotion); "" when the payload has no instance details.
+	node string
 }
 
 // parseEvent parses one message. selfHost is the emitting sentinel's host,
@@ -57,10 +61,12 @@ func parseEvent(channel, payload, name, selfHost string) event {
 		// master <name> <ip> <port> ...
 		ev.ours = f[1] == name
 		ev.master, _ = nodeAddr(f[2], f[3], selfHost)
+		ev.node = ev.master
 	case len(f) >= 8 && (f[0] == "slave" || f[0] == "sentinel") && f[4] == "@":
 		// slave|sentinel <id> <ip> <port> @ <name> <master-ip> <master-port> ...
 		ev.ours = f[5] == name
 		ev.master, _ = nodeAddr(f[6], f[7], selfHost)
+		ev.node, _ = nodeAddr(f[2], f[3], selfHost)
 	case len(f) >= 1 && (f[0] == "master" || f[0] == "slave" || f[0] == "sentinel"):
 		// Instance details we cannot read: about some master, maybe ours.
 		ev.ours = true
@@ -120,28 +126,49 @@ const (
 
 // subscribe keeps one PSUBSCRIBE * open on s until ctx ends: liveness by
 // PING after idle, reconnect with jittered exponential backoff, and a report
-// to the main loop after every (re)subscribe so it re-queries.
+// to the main loop after every (re)subscribe so it re-queries. A wake from
+// the main loop (a query of s succeeded: it is reachable again) ends the
+// backoff at once and resets it, unless the last attempt was refused by s
+// itself (a Redis error: s was reachable then, so a successful query says
+// nothing new and retrying faster would not help).
 // Exit: ctx done.
 func (w *Watcher) subscribe(ctx context.Context, s *sentinelConn) {
-	backoff := backoffMin
+	backoff := w.backoffMin
 	for ctx.Err() == nil {
+		drainWake(s) // this attempt answers any wake sent before it
 		up, err := w.subscribeOnce(ctx, s)
 		if ctx.Err() != nil {
 			return
 		}
 		w.report(ctx, inboxMsg{sentinel: s.addr, kind: inDown, err: err})
 		if up {
-			backoff = backoffMin
+			backoff = w.backoffMin
 		}
 		d := backoff/2 + rand.N(backoff/2+1)
-		backoff = min(2*backoff, backoffMax)
+		backoff = min(2*backoff, w.backoffMax)
+		var wake <-chan struct{}
+		var rerr redis.Error
+		if !errors.As(err, &rerr) {
+			wake = s.wake
+		}
 		t := time.NewTimer(d)
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return
 		case <-t.C:
+		case <-wake:
+			t.Stop()
+			backoff = w.backoffMin
 		}
+	}
+}
+
+// drainWake empties s.wake without blocking.
+func drainWake(s *sentinelConn) {
+	select {
+	case <-s.wake:
+	default:
 	}
 }
 
@@ -186,6 +213,7 @@ func (w *Watcher) subscribeOnce(ctx context.Context, s *sentinelConn) (up bool, 
 		switch m := msg.(type) {
 		case *redis.Subscription:
 			up = true
+			drainWake(s) // sent before the main loop knew: not a reason to skip a backoff later
 			w.report(ctx, inboxMsg{sentinel: s.addr, kind: inSubscribed})
 		case *redis.Message:
 			ev := parseEvent(m.Channel, m.Payload, w.opts.MasterName, s.host)

@@ -19,6 +19,8 @@ type sentView struct {
 	epoch         int64
 	flags         string // "" = "master"
 	failoverState string
+	promoted      string // SENTINEL REPLICAS lists this replica as "slave,promoted"
+	timeoutMs     int64  // SENTINEL MASTER failover-timeout; 0 = not reported
 }
 
 // fakeSentinel answers go-redis's sentinel commands from a sentView.
@@ -35,8 +37,9 @@ type fakeSentinel struct {
 	torn  []sentView // served to the next SENTINEL MASTER commands, once each
 	peers []map[string]string
 
-	queries  chan query  // SENTINEL subcommands, PSUBSCRIBE and PING, as received
-	mutePing atomic.Bool // subscribed connections get no pong (a dead link)
+	queries   chan query  // SENTINEL subcommands, PSUBSCRIBE and PING, as received
+	mutePing  atomic.Bool // subscribed connections get no pong (a dead link)
+	refuseSub atomic.Bool // PSUBSCRIBE is refused with -NOPERM (queries work)
 }
 
 // newFakeSentinel starts a fake sentinel; opts run before it listens (the
@@ -127,6 +130,10 @@ func (f *fakeSentinel) handle(c *fakeConn, args []string) {
 		}
 	case cmd == "PSUBSCRIBE" || cmd == "SUBSCRIBE":
 		f.note(strings.ToLower(cmd))
+		if f.refuseSub.Load() {
+			c.reply(respErr("NOPERM this user has no permissions to access one of the channels used as arguments"))
+			return
+		}
 		for _, p := range args[1:] {
 			c.subscribed++
 			c.reply(respPush{strings.ToLower(cmd), p, respInt(c.subscribed)})
@@ -165,7 +172,22 @@ func (f *fakeSentinel) handle(c *fakeConn, args []string) {
 				m = append(m, "failover-state", v.failoverState)
 			}
 			m = append(m, "config-epoch", strconv.FormatInt(v.epoch, 10), "num-slaves", "1", "quorum", "2")
+			if v.timeoutMs > 0 {
+				m = append(m, "failover-timeout", strconv.FormatInt(v.timeoutMs, 10))
+			}
 			c.reply(m)
+		case (sub == "replicas" || sub == "slaves") && !known:
+			c.reply(respErr("ERR No such master with that name"))
+		case sub == "replicas" || sub == "slaves":
+			reps := []respMap{{"name", "192.0.2.9:6379", "ip", "192.0.2.9", "port", "6379", "flags", "slave"}}
+			if v.promoted != "" {
+				h, p, _ := net.SplitHostPort(v.promoted)
+				reps = append(reps, respMap{"name", v.promoted, "ip", h, "port", p, "flags", "slave,promoted"})
+			}
+			_, _ = c.bw.WriteString("*" + strconv.Itoa(len(reps)) + "\r\n")
+			for _, r := range reps {
+				c.write(r)
+			}
 		case sub == "sentinels" && !known:
 			c.reply(respErr("ERR No such master with that name"))
 		case sub == "sentinels":

@@ -89,9 +89,19 @@ func (w *Watcher) decideHeld(ctx context.Context, c choice, views []answer, now 
 	w.log.Info("failover over without promotion; old master re-verified",
 		zap.String("master", c.addr), zap.Int64("epoch", c.epoch),
 		zap.Duration("held_for", now.Sub(h.since)), zap.String("reason", h.reason))
-	st.hold = hold{}
+	w.endHold()
 	st.cur = Master{Addr: c.addr, Epoch: c.epoch, VerifiedAt: now}
 	st.valid, st.errMsg = true, ""
+}
+
+// endHold ends the hold, if any, with what only lives during one: the
+// failover candidate and the sentinels' failover attempts.
+func (w *Watcher) endHold() {
+	st := &w.st
+	st.hold = hold{}
+	w.dropCandidate("hold over")
+	clear(st.tries)
+	clear(st.aborts)
 }
 
 // holdConfirmedOver: every sentinel that signalled has answered a query sent
@@ -114,8 +124,9 @@ func (w *Watcher) holdConfirmedOver(now time.Time) bool {
 
 // onEvent reacts to one sentinel event: start or abort signals for the
 // current master update the hold; every event of ours triggers a re-query.
-func (w *Watcher) onEvent(ev event) {
+func (w *Watcher) onEvent(ctx context.Context, ev event) {
 	st := &w.st
+	w.trackTry(ev)
 	if !ev.ours {
 		w.log.Debug("sentinel event for another master", zap.String("channel", ev.Channel))
 		return
@@ -135,6 +146,7 @@ func (w *Watcher) onEvent(ev event) {
 			st.hold.signals[ev.Sentinel] = ev.At
 		}
 	}
+	w.candidateEvent(ctx, ev)
 	w.logStep(ev)
 	w.kickAll()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -21,6 +22,7 @@ type sentinelConn struct {
 	host   string // substituted for 0.0.0.0 in its answers
 	client *redis.SentinelClient
 	kick   chan struct{} // cap 1: "query now", coalesced
+	wake   chan struct{} // cap 1: "subscribe now", coalesced (see subscribe)
 
 	discovered bool
 	runID      string
@@ -33,17 +35,19 @@ type sentinelConn struct {
 // answer is one sentinel's view of the master, from one query.
 type answer struct {
 	sentinel string
-	started  time.Time // when the query was sent
-	at       time.Time // when it completed
-	err      error     // no view: transport, auth or protocol error
-	unknown  bool      // the sentinel does not know MasterName
-	addr     string    // GET-MASTER-ADDR-BY-NAME, the address to route to
-	epoch    int64     // config-epoch from SENTINEL MASTER
-	flags    string    // SENTINEL MASTER flags
-	state    string    // SENTINEL MASTER failover-state ("" = none)
-	infoAddr string    // SENTINEL MASTER ip:port: lags addr on a leader (§1.4)
-	runID    string    // SENTINEL MYID, when asked and supported
-	peers    []peer    // SENTINEL SENTINELS, when asked
+	started  time.Time     // when the query was sent
+	at       time.Time     // when it completed
+	err      error         // no view: transport, auth or protocol error
+	unknown  bool          // the sentinel does not know MasterName
+	addr     string        // GET-MASTER-ADDR-BY-NAME, the address to route to
+	epoch    int64         // config-epoch from SENTINEL MASTER
+	flags    string        // SENTINEL MASTER flags
+	state    string        // SENTINEL MASTER failover-state ("" = none)
+	infoAddr string        // SENTINEL MASTER ip:port: lags addr on a leader (§1.4)
+	timeout  time.Duration // SENTINEL MASTER failover-timeout (0 = not reported)
+	promoted string        // SENTINEL REPLICAS' "promoted" replica, asked only while a failover selects or promotes it
+	runID    string        // SENTINEL MYID, when asked and supported
+	peers    []peer        // SENTINEL SENTINELS, when asked
 }
 
 // peer is another sentinel, as SENTINEL SENTINELS lists it.
@@ -144,6 +148,9 @@ func (w *Watcher) query(ctx context.Context, s *sentinelConn, discover bool) ans
 	if a.err == nil && !a.unknown && !a.consistent() {
 		a.err = fmt.Errorf("sentinel answer keeps changing: master at %s, SENTINEL MASTER %s (%s)", a.addr, a.infoAddr, a.flags)
 	}
+	if a.err == nil && !a.unknown && (a.state == "send_slaveof_noone" || a.state == "wait_promotion") {
+		a.promoted = w.promotedReplica(ctx, s)
+	}
 	if a.err == nil && discover {
 		w.discover(ctx, s, &a)
 	}
@@ -213,7 +220,31 @@ func (w *Watcher) read(ctx context.Context, s *sentinelConn) (a answer) {
 		a.state = ""
 	}
 	a.infoAddr, _ = nodeAddr(info["ip"], info["port"], s.host)
+	if ms, err := strconv.ParseInt(info["failover-timeout"], 10, 64); err == nil && ms > 0 {
+		a.timeout = time.Duration(ms) * time.Millisecond
+	}
 	return a
+}
+
+// promotedReplica asks s which replica its failover selected: the leader
+// flags it "promoted" in SENTINEL REPLICAS from +selected-slave on. This is
+// how a failover whose events were lost still yields a candidate to watch
+// (see candidate.go). "" when none is flagged or the query fails.
+func (w *Watcher) promotedReplica(ctx context.Context, s *sentinelConn) string {
+	reps, err := s.client.Replicas(ctx, w.opts.MasterName).Result()
+	if err != nil {
+		w.log.Debug("sentinel replicas query failed", zap.String("sentinel", s.addr), zap.Error(err))
+		return ""
+	}
+	for _, r := range reps {
+		if !slices.Contains(strings.Split(r["flags"], ","), "promoted") {
+			continue
+		}
+		if addr, ok := nodeAddr(r["ip"], r["port"], s.host); ok {
+			return addr
+		}
+	}
+	return ""
 }
 
 // discover adds MYID and the SENTINEL SENTINELS list to a. Failures only

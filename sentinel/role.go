@@ -146,7 +146,21 @@ func (w *Watcher) scheduleRetry(addr string) {
 func (w *Watcher) checkRole(ctx context.Context, addr string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, w.opts.DialTimeout+w.opts.QueryTimeout)
 	defer cancel()
-	c := redis.NewClient(&redis.Options{
+	c := w.newNodeClient(addr)
+	// Closing on cancel unblocks a read from a frozen node at shutdown.
+	stop := context.AfterFunc(ctx, func() { _ = c.Close() })
+	defer func() {
+		if stop() {
+			_ = c.Close()
+		}
+	}()
+	return w.askRole(ctx, c)
+}
+
+// newNodeClient opens (lazily: no I/O) a go-redis client for a data node,
+// with the data credentials and no retries.
+func (w *Watcher) newNodeClient(addr string) *redis.Client {
+	return redis.NewClient(&redis.Options{
 		Addr:                     addr,
 		Username:                 w.opts.DataUsername,
 		Password:                 w.opts.DataPassword,
@@ -160,13 +174,13 @@ func (w *Watcher) checkRole(ctx context.Context, addr string) (string, error) {
 		DisableIdentity:          true,
 		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
 	})
-	// Closing on cancel unblocks a read from a frozen node at shutdown.
-	stop := context.AfterFunc(ctx, func() { _ = c.Close() })
-	defer func() {
-		if stop() {
-			_ = c.Close()
-		}
-	}()
+}
+
+// askRole sends ROLE on c, bounded by DialTimeout+QueryTimeout, and returns
+// the role.
+func (w *Watcher) askRole(ctx context.Context, c *redis.Client) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, w.opts.DialTimeout+w.opts.QueryTimeout)
+	defer cancel()
 	vals, err := c.Do(ctx, "ROLE").Slice()
 	if err != nil {
 		return "", err

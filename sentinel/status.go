@@ -34,6 +34,9 @@ type Status struct {
 	FailoverInProgress bool
 	FailoverSince      time.Time
 	FailoverReason     string
+	// Candidate is the replica the failover leader chose, which the watcher
+	// polls with ROLE to publish it as soon as it is master ("" when none).
+	Candidate string
 	// Blind is true while no known sentinel answers.
 	Blind      bool
 	BlindSince time.Time

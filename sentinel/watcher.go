@@ -20,6 +20,9 @@ type Watcher struct {
 
 	// Tuning the tests shorten; set by New.
 	pingIdle   time.Duration // subscription idle time before a liveness PING
+	backoffMin time.Duration // subscription reconnect backoff, first step
+	backoffMax time.Duration // and cap
+	fastPoll   time.Duration // poll pace of an answering sentinel without a live subscription
 	holdMax    time.Duration // see holdConfirmedOver
 	retryEvery time.Duration // re-query pace while a newer candidate is unverified
 	onPublish  func(string)  // test hook: every change of Master(), under mu
@@ -30,6 +33,7 @@ type Watcher struct {
 	answers chan answer     // pollers -> main loop
 	inbox   chan inboxMsg   // subscribers -> main loop
 	roles   chan roleResult // ROLE checks -> main loop
+	cands   chan candResult // candidate poller -> main loop
 
 	suspectMu sync.Mutex
 	suspects  map[string]bool
@@ -56,11 +60,15 @@ func New(opts Options, log *zap.Logger) (*Watcher, error) {
 		opts:       opts,
 		log:        log.Named("sentinel").With(zap.String("master_name", opts.MasterName)),
 		pingIdle:   pingIdle,
+		backoffMin: backoffMin,
+		backoffMax: backoffMax,
+		fastPoll:   min(fastPollEvery, opts.PollInterval),
 		holdMax:    defaultHoldMax,
 		retryEvery: min(max(opts.PollInterval/10, 20*time.Millisecond), 200*time.Millisecond),
 		answers:    make(chan answer, maxSentinels),
 		inbox:      make(chan inboxMsg, 256),
 		roles:      make(chan roleResult, 8),
+		cands:      make(chan candResult, 1),
 		suspects:   make(map[string]bool),
 		suspectC:   make(chan struct{}, 1),
 		changed:    make(chan struct{}),
@@ -73,6 +81,9 @@ func New(opts Options, log *zap.Logger) (*Watcher, error) {
 		verdicts:  make(map[string]verdict),
 		checking:  make(map[string]time.Time),
 		recheck:   make(map[string]time.Time),
+		newEpoch:  make(map[string]int64),
+		tries:     make(map[string]failoverTry),
+		aborts:    make(map[string]time.Time),
 	}
 	w.snap = Status{MasterName: opts.MasterName, Error: "not started"}
 	return w, nil
@@ -137,6 +148,12 @@ func (w *Watcher) Run(ctx context.Context) error {
 
 	tick := time.NewTicker(w.opts.PollInterval)
 	defer tick.Stop()
+	var fastC <-chan time.Time
+	if w.fastPoll < w.opts.PollInterval {
+		fast := time.NewTicker(w.fastPoll)
+		defer fast.Stop()
+		fastC = fast.C
+	}
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
 	defer retry.Stop()
@@ -147,16 +164,20 @@ func (w *Watcher) Run(ctx context.Context) error {
 			return nil
 		case <-tick.C:
 			w.kickAll()
+		case <-fastC:
+			w.kickUnsubscribed()
 		case <-retry.C:
 			w.kickAll()
 		case <-w.suspectC:
 			w.onSuspect(ctx)
 		case m := <-w.inbox:
-			w.onInbox(m)
+			w.onInbox(ctx, m)
 		case a := <-w.answers:
 			w.onAnswer(ctx, a)
 		case res := <-w.roles:
 			w.onRole(ctx, res)
+		case r := <-w.cands:
+			w.onCandidate(r)
 		}
 	}
 }
@@ -168,6 +189,7 @@ func (w *Watcher) addSentinel(ctx context.Context, addr string, discovered bool)
 		host:       hostOf(addr),
 		client:     w.newSentinelClient(addr),
 		kick:       make(chan struct{}, 1),
+		wake:       make(chan struct{}, 1),
 		discovered: discovered,
 	}
 	w.st.sentinels[addr] = s
@@ -188,11 +210,33 @@ func (w *Watcher) kickAll() {
 	}
 }
 
+// fastPollEvery is the poll pace of a sentinel that answers but has no live
+// subscription: without its events, the start of a failover (which must stop
+// writes before the promotion, ~0.2 s after SENTINEL FAILOVER) is only seen
+// by a query.
+const fastPollEvery = 100 * time.Millisecond
+
+// kickUnsubscribed asks every sentinel that answered its last query but has
+// no live subscription for a query now.
+func (w *Watcher) kickUnsubscribed() {
+	for _, s := range w.st.sentinels {
+		if s.tried && s.last.err == nil && !s.subscribed {
+			select {
+			case s.kick <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
 // onInbox handles a subscriber's report.
-func (w *Watcher) onInbox(m inboxMsg) {
+func (w *Watcher) onInbox(ctx context.Context, m inboxMsg) {
 	s := w.st.sentinels[m.sentinel]
 	if s == nil {
 		return
+	}
+	if m.kind != inEvent {
+		delete(w.st.newEpoch, s.addr) // a +new-epoch pairs only within one subscription
 	}
 	switch m.kind {
 	case inSubscribed:
@@ -209,7 +253,7 @@ func (w *Watcher) onInbox(m inboxMsg) {
 		}
 		s.subscribed = false
 	case inEvent:
-		w.onEvent(m.ev)
+		w.onEvent(ctx, m.ev)
 	}
 	w.apply()
 }
@@ -277,6 +321,7 @@ func (w *Watcher) snapshot(eff string) Status {
 		HighestEpoch:       st.floor,
 		FailoverInProgress: st.hold.active,
 		Blind:              st.blind,
+		Candidate:          candAddr(st.cand),
 		Error:              st.errMsg,
 		LastEvent:          st.lastEvent,
 	}
@@ -304,4 +349,12 @@ func (w *Watcher) snapshot(eff string) Status {
 		s.Sentinels = append(s.Sentinels, ss)
 	}
 	return s
+}
+
+// candAddr is the candidate's address, "" when there is none.
+func candAddr(c *candidate) string {
+	if c == nil {
+		return ""
+	}
+	return c.addr
 }

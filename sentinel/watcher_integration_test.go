@@ -232,8 +232,31 @@ func TestIntegrationSentinelFailover(t *testing.T) {
 		}
 	}()
 
-	var t0 time.Time
+	// Promotion: when the replica first answers ROLE master (every 10ms).
+	var promotedAt time.Time
+	chkWG.Add(1)
+	go func() {
+		defer chkWG.Done()
+		for chkCtx.Err() == nil {
+			ctx, cancel := context.WithTimeout(chkCtx, time.Second)
+			role, err := rc.Do(ctx, "ROLE").Slice()
+			cancel()
+			if err == nil && role[0] == "master" {
+				promotedAt = time.Now() // read after chkWG.Wait
+				return
+			}
+			select {
+			case <-time.After(10 * time.Millisecond):
+			case <-chkCtx.Done():
+			}
+		}
+	}()
+
+	// sent: when the accepted command was sent. +try-failover (and the
+	// hold) may reach the watcher before the reply reaches the test.
+	var sent, t0 time.Time
 	waitFor(t, 15*time.Second, "SENTINEL FAILOVER accepted", func(ctx context.Context) error {
+		sent = time.Now()
 		err := sc.Failover(ctx, "mymaster").Err()
 		t0 = time.Now()
 		return err
@@ -254,7 +277,7 @@ func TestIntegrationSentinelFailover(t *testing.T) {
 	var holdAt time.Time
 	for _, p := range seq {
 		names = append(names, fmt.Sprintf("%q", p.addr))
-		if p.addr == "" && p.at.After(t0) && holdAt.IsZero() {
+		if p.addr == "" && p.at.After(sent) && holdAt.IsZero() {
 			holdAt = p.at
 		}
 	}
@@ -282,6 +305,9 @@ func TestIntegrationSentinelFailover(t *testing.T) {
 		return ok
 	})
 	t.Logf("switched to the replica %v after SENTINEL FAILOVER (epoch %d)", switchAt.Sub(t0).Round(time.Millisecond), st.LastVerified.Epoch)
+	if !promotedAt.IsZero() {
+		t.Logf("switched %v after the replica answered ROLE master (polled every 10ms)", switchAt.Sub(promotedAt).Round(time.Millisecond))
+	}
 	for _, ch := range []string{"+try-failover", "+promoted-slave", "+switch-master"} {
 		if at, ok := events.at(ch); ok {
 			t.Logf("first %s seen %v after the command (watcher switch %+v relative to it)",

@@ -369,6 +369,9 @@ func TestTornReadIsReread(t *testing.T) {
 	opts.PollInterval = time.Hour
 	r := startWatcher(t, opts, nil)
 	waitMaster(t, r.w, a.addr, 5*time.Second)
+	// Subscribed: an answering sentinel without a subscription is polled
+	// every 100ms, which would add reads.
+	eventually(t, 5*time.Second, "subscribed", func() bool { return allSubscribed(r.w) })
 	quiet(t, 100*time.Millisecond, s1)
 
 	s1.tear(sentView{addr: a.addr, epoch: 1, flags: "master,failover_in_progress", failoverState: "wait_promotion"})
