@@ -41,8 +41,10 @@ PROXY_BIN=${BENCH_PROXY_BIN:-bin/sentinel-proxy}
 PROXY_ARGS=${BENCH_PROXY_ARGS:-}
 KEEP=${BENCH_KEEP:-0}
 
-log() { printf '%s bench: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
+BENCH_NAME=bench
+WORK=
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 has() { [[ " $TARGETS " == *" $1 "* ]]; }
 
 for t in $TARGETS; do
@@ -51,7 +53,6 @@ done
 
 # sbin is not on a normal user's PATH, and haproxy / nutcracker live there.
 PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
-need() { command -v "$1" >/dev/null || die "$1 not found: run 'make deps' (Debian package $2)"; }
 need go "golang, or Go from its upstream tarball"
 need redis-benchmark redis-tools
 need redis-cli redis-tools
@@ -61,18 +62,6 @@ has twemproxy && need nutcracker nutcracker
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/sentinel-proxy-bench.XXXXXX")
 PIDS=() # every process started here, stopped by PID at exit
-
-# stop_pid PID: SIGTERM, then SIGKILL after 10 s; reaps it.
-stop_pid() {
-	local pid=$1 i
-	kill -TERM "$pid" 2>/dev/null || return 0
-	for ((i = 0; i < 100; i++)); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$pid" 2>/dev/null || true
-	wait "$pid" 2>/dev/null || true
-}
 
 cleanup() {
 	local rc=$? i
@@ -90,20 +79,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-# wait_for DESCRIPTION SECONDS PID COMMAND...: polls COMMAND every 0.1 s
-# until it succeeds; fails if PID dies or time runs out.
-wait_for() {
-	local what=$1 secs=$2 pid=$3 i
-	shift 3
-	for ((i = 0; i < secs * 10; i++)); do
-		if "$@" >/dev/null 2>&1; then return 0; fi
-		kill -0 "$pid" 2>/dev/null || die "$what: process $pid exited (logs in $WORK)"
-		sleep 0.1
-	done
-	die "$what: not ready after ${secs}s (logs in $WORK)"
-}
-pong() { [[ $(redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null) == PONG ]]; }
 
 # Enough descriptors for 5,000 idle clients (HAProxy needs two per client,
 # Redis one per backend connection); raised before anything starts so every
@@ -159,49 +134,13 @@ if has proxy; then
 fi
 
 if has haproxy; then
-	{
-		cat <<EOF
-global
-    maxconn $HAPROXY_MAXCONN
-defaults
-    mode tcp
-    timeout connect 3s
-    timeout client 1h
-    timeout server 1h
-    timeout check 2s
-frontend redis
-    bind 127.0.0.1:$PORT_HAPROXY
-    default_backend redis_master
-backend redis_master
-    option tcp-check
-    tcp-check connect
-    tcp-check send PING\r\n
-    tcp-check expect string +PONG
-    tcp-check send info\ replication\r\n
-    tcp-check expect string role:master
-    tcp-check send QUIT\r\n
-    tcp-check expect string +OK
-EOF
-		i=1
-		for a in "$MASTER" $REPLICAS; do
-			echo "    server redis-$i $a check inter 1s"
-			i=$((i + 1))
-		done
-	} >"$WORK/haproxy.cfg"
+	haproxy_cfg "$PORT_HAPROXY" "$HAPROXY_MAXCONN" >"$WORK/haproxy.cfg"
 	haproxy -c -q -f "$WORK/haproxy.cfg" || die "haproxy rejects $WORK/haproxy.cfg"
 	haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 3>&- </dev/null &
 	PID[haproxy]=$!
 	PIDS+=("${PID[haproxy]}")
 	PORT[haproxy]=$PORT_HAPROXY
-	# Servers start UP until their first checks fail: wait until ten new
-	# connections in a row land on the master.
-	only_master() {
-		local i
-		for ((i = 0; i < 10; i++)); do
-			redis-cli -h 127.0.0.1 -p "$PORT_HAPROXY" info replication 2>/dev/null | grep -q '^role:master' || return 1
-		done
-	}
-	wait_for "haproxy role:master check" 30 "${PID[haproxy]}" only_master
+	wait_for "haproxy role:master check" 30 "${PID[haproxy]}" only_master "$PORT_HAPROXY"
 	log "haproxy on 127.0.0.1:$PORT_HAPROXY (pid ${PID[haproxy]})"
 fi
 

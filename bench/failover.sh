@@ -48,8 +48,10 @@ RATE=${FAILOVER_RATE:-500}
 PROXY_ARGS=${FAILOVER_PROXY_ARGS:-}
 KEEP=${FAILOVER_KEEP:-0}
 
-log() { printf '%s bench-failover: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
+BENCH_NAME=bench-failover
+WORK=
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 
 for t in $TARGETS; do
 	case $t in proxy | haproxy) ;; *) die "unknown target '$t' in FAILOVER_TARGETS" ;; esac
@@ -59,7 +61,6 @@ for s in $SCENARIOS; do
 done
 
 PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
-need() { command -v "$1" >/dev/null || die "$1 not found: run 'make deps' (Debian package $2)"; }
 need go "golang, or Go from its upstream tarball"
 need redis-server redis-server
 need redis-sentinel redis-sentinel
@@ -68,19 +69,6 @@ need redis-cli redis-tools
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/sentinel-proxy-failover.XXXXXX")
 PIDS=() # processes of the current run, stopped by PID
-
-# stop_pid PID: SIGTERM (after SIGCONT), then SIGKILL after 10 s; reaps it.
-stop_pid() {
-	local pid=$1 i
-	kill -CONT "$pid" 2>/dev/null || true
-	kill -TERM "$pid" 2>/dev/null || return 0
-	for ((i = 0; i < 100; i++)); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$pid" 2>/dev/null || true
-	wait "$pid" 2>/dev/null || true
-}
 
 # stop_run stops the current run's processes, last started first; closing
 # fd 3 makes bench/topo stop the topology too.
@@ -107,19 +95,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# wait_for DESCRIPTION SECONDS PID COMMAND...: polls COMMAND every 0.1 s
-# until it succeeds; fails if PID dies or time runs out.
-wait_for() {
-	local what=$1 secs=$2 pid=$3 i
-	shift 3
-	for ((i = 0; i < secs * 10; i++)); do
-		if "$@" >/dev/null 2>&1; then return 0; fi
-		kill -0 "$pid" 2>/dev/null || die "$what: process $pid exited (logs in $WORK)"
-		sleep 0.1
-	done
-	die "$what: not ready after ${secs}s (logs in $WORK)"
-}
-pong() { [[ $(redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null) == PONG ]]; }
 
 # --- build -------------------------------------------------------------------
 log "building bench/topo, bench/failoverload and sentinel-proxy"
@@ -128,45 +103,6 @@ go build -o "$WORK/failoverload" ./bench/failoverload || die "cannot build bench
 if [[ " $TARGETS " == *" proxy "* ]]; then
 	go build -o "$WORK/sentinel-proxy" ./cmd/sentinel-proxy || die "cannot build ./cmd/sentinel-proxy"
 fi
-
-# haproxy_cfg PORT: the HAProxy config of bench/bench.sh for this topology.
-haproxy_cfg() {
-	cat <<EOF
-global
-    maxconn 2000
-defaults
-    mode tcp
-    timeout connect 3s
-    timeout client 1h
-    timeout server 1h
-    timeout check 2s
-frontend redis
-    bind 127.0.0.1:$1
-    default_backend redis_master
-backend redis_master
-    option tcp-check
-    tcp-check connect
-    tcp-check send PING\r\n
-    tcp-check expect string +PONG
-    tcp-check send info\ replication\r\n
-    tcp-check expect string role:master
-    tcp-check send QUIT\r\n
-    tcp-check expect string +OK
-EOF
-	local i=1 a
-	for a in "$MASTER" $REPLICAS; do
-		echo "    server redis-$i $a check inter 1s"
-		i=$((i + 1))
-	done
-}
-
-# only_master PORT: ten new connections in a row land on the master.
-only_master() {
-	local i
-	for ((i = 0; i < 10; i++)); do
-		redis-cli -h 127.0.0.1 -p "$1" info replication 2>/dev/null | grep -q '^role:master' || return 1
-	done
-}
 
 RESULTS=$WORK/results.txt
 : >"$RESULTS"
@@ -195,7 +131,7 @@ run_one() {
 		wait_for "sentinel-proxy" 30 "$pid" pong "$port"
 		;;
 	haproxy)
-		haproxy_cfg "$port" >"$dir/haproxy.cfg"
+		haproxy_cfg "$port" 2000 >"$dir/haproxy.cfg"
 		haproxy -c -q -f "$dir/haproxy.cfg" || die "haproxy rejects $dir/haproxy.cfg"
 		haproxy -db -f "$dir/haproxy.cfg" >"$dir/haproxy.log" 2>&1 3>&- </dev/null &
 		pid=$!
