@@ -1,0 +1,299 @@
+package proxy
+
+import (
+	"bufio"
+	"strconv"
+	"strings"
+)
+
+// What happens to the replies of a forwarded batch: streaming them to the
+// client, retrying the commands a non-master refused, and recording what
+// each command changed in the session's state.
+
+const pingCmd = "*1\r\n$4\r\nPING\r\n"
+
+// skipReply reads and drops the reply to a command the proxy sent itself.
+func (s *session) skipReply(b *backend) error {
+	for {
+		f, err := b.fr.Next(nil)
+		if err != nil || f.IsReply() {
+			return err
+		}
+	}
+}
+
+// replies streams the replies to cmds from b. A command the server refused
+// because it is not (or not yet) a writable master (-READONLY, -LOADING,
+// -MASTERDOWN) did not run: its error is held back and it is sent again to
+// the master the source names next, and so is every command after it in
+// the batch (their answers came from a node that is not the master), so
+// that the client gets every reply in order and from the master.
+func (s *session) replies(b *backend, cmds []Command, infos []cmdInfo) error {
+	rw := &s.rw
+	rw.client, rw.err, rw.discarding = s.out(), nil, false
+	rw.holdErrors = !s.multi && allRetryable(infos)
+	s.pending = s.pending[:0]
+	for i := range cmds {
+		err := s.reply(b, cmds[i], infos[i])
+		switch {
+		case err != nil && rw.err != nil:
+			s.lost(b) // the client is gone
+			return err
+		case err != nil && rw.n > 0:
+			s.lost(b) // part of a reply went out: the stream cannot be repaired
+			return err
+		case err != nil && rw.discarding:
+			// Everything after the refusal went to a node that is not the
+			// master: none of it wrote anything. Send it all again.
+			s.failed(b)
+			for j := i; j < len(cmds); j++ {
+				s.pending = append(s.pending, pendingReply{idx: j})
+			}
+			return s.resolve(b.addr, cmds, len(cmds))
+		case err != nil:
+			s.failed(b)
+			for j := i; j < len(cmds); j++ {
+				s.writeError(mayHaveRun(infos[j]))
+			}
+			return nil
+		case rw.holding && !rw.discarding && isRetryable(rw.held):
+			rw.discarding = true
+			s.pending = append(s.pending, pendingReply{idx: i, held: string(rw.held)})
+		case rw.holding && !rw.discarding:
+			s.out().Write(rw.held) // an ordinary error
+		case rw.discarding:
+			held := ""
+			if rw.holding {
+				held = string(rw.held)
+			}
+			s.pending = append(s.pending, pendingReply{idx: i, held: held})
+		}
+	}
+	rw.holding, rw.holdErrors = false, false
+	if !rw.discarding {
+		if s.resync {
+			if err := s.resyncState(b); err != nil {
+				s.lost(b)
+				return nil
+			}
+		}
+		s.release(b)
+		return nil
+	}
+	rw.discarding = false
+	s.lost(b) // it answered like a replica
+	return s.resolve(b.addr, cmds, len(cmds))
+}
+
+const (
+	errMayHaveRun    = "ERR connection to the master lost before the reply; the command may have run (sentinel-proxy)"
+	errBlockedMayRun = "UNBLOCKED connection to the master lost while the command was blocked; it may have run (sentinel-proxy)"
+)
+
+// mayHaveRun is the error for a command whose reply was lost with the
+// connection. A blocked command gets Redis's own UNBLOCKED code, which is
+// what a client blocked on a master that is demoted sees from Redis.
+func mayHaveRun(info cmdInfo) string {
+	if info.kind == kindBlocking {
+		return errBlockedMayRun
+	}
+	return errMayHaveRun
+}
+
+// write sends cmds to b in one write and reports how many bytes went out.
+// Pipelined requests sit next to each other in the read buffer: runs of
+// adjacent requests go out as one slice, usually the whole batch as a single
+// write(2) rather than a writev of one piece per command.
+func (s *session) write(b *backend, cmds []Command) (int64, error) {
+	s.bufs = s.bufs[:0]
+	for i := range cmds {
+		raw := cmds[i].Raw
+		if n := len(s.bufs); n > 0 && adjacent(s.bufs[n-1], raw) {
+			s.bufs[n-1] = s.bufs[n-1][:len(s.bufs[n-1])+len(raw)]
+			continue
+		}
+		s.bufs = append(s.bufs, raw)
+	}
+	if len(s.bufs) == 1 {
+		n, err := b.nc.Write(s.bufs[0])
+		return int64(n), err
+	}
+	bufs := s.bufs // WriteTo consumes its receiver
+	return bufs.WriteTo(b.nc)
+}
+
+// adjacent reports whether b starts in memory right where a ends.
+func adjacent(a, b []byte) bool {
+	return len(b) > 0 && cap(a) > len(a) && &a[:len(a)+1][len(a)] == &b[0]
+}
+
+// reply streams the reply to one command (and any push or attribute frames
+// before it) to s.rw, then records what the command changed.
+func (s *session) reply(b *backend, cmd Command, info cmdInfo) error {
+	if info.kind == kindBlocking {
+		if stop := s.watchClient(b); stop != nil {
+			defer stop()
+		}
+	}
+	out := s.rw.client
+	for {
+		if b.fr.Buffered() == 0 && out.Buffered() > 0 {
+			// About to wait for the server: let the client have what is
+			// ready (this also streams deep pipelines).
+			if err := out.Flush(); err != nil {
+				s.rw.err = err
+				return err
+			}
+		}
+		s.rw.frame()
+		f, err := b.fr.Next(&s.rw)
+		if err != nil {
+			return err
+		}
+		if !f.IsReply() {
+			continue
+		}
+		if f.IsError() {
+			s.noteError(b, f.ErrorText())
+			if info.kind == kindExec || info.kind == kindDiscard {
+				s.multi, s.watching = false, false
+				s.txState, s.txUser, s.txPass = false, "", ""
+			}
+			return nil
+		}
+		s.apply(cmd, info, f)
+		return nil
+	}
+}
+
+// noteError reacts to error replies that say the master moved.
+func (s *session) noteError(b *backend, text string) {
+	if strings.HasPrefix(text, "READONLY") || strings.HasPrefix(text, "MASTERDOWN") {
+		s.srv.opts.Source.Suspect(b.addr)
+	}
+}
+
+// apply records the effect of a command that succeeded (f is its reply).
+func (s *session) apply(cmd Command, info cmdInfo, f Frame) {
+	args := cmd.Args
+	if s.multi && queuesState(info.kind) {
+		s.queueState(args, info.kind) // +QUEUED: it runs at EXEC, or never
+		return
+	}
+	switch info.kind {
+	case kindAuth:
+		switch len(args) {
+		case 2:
+			s.setAuth("default", string(args[1]))
+		case 3:
+			s.setAuth(string(args[1]), string(args[2]))
+		}
+	case kindHello:
+		s.applyHello(args)
+	case kindSelect:
+		if len(args) == 2 {
+			if db, err := strconv.Atoi(string(args[1])); err == nil {
+				s.state.db = db
+				s.keyAddr = ""
+			}
+		}
+	case kindReset:
+		s.state, s.keyAddr, s.name = cleanState, "", ""
+		s.multi, s.watching, s.sticky = false, false, false
+		s.txLost, s.watchGone = false, false
+	case kindMulti:
+		s.multi = true
+	case kindExec:
+		s.multi, s.watching = false, false
+		if s.txState && !isNullReply(f) {
+			s.resync = true // the queued state commands ran
+		}
+		s.txState, s.txUser, s.txPass = false, "", ""
+	case kindDiscard:
+		s.multi, s.watching = false, false
+		s.txState, s.txUser, s.txPass = false, "", ""
+	case kindWatch:
+		s.watching = true
+	case kindUnwatch:
+		s.watching = false
+	case kindPin:
+		if len(args) == 3 && strings.EqualFold(string(args[1]), "setname") {
+			s.name = string(args[2])
+		} else {
+			s.sticky = true
+		}
+	}
+}
+
+// applyHello records HELLO [protover [AUTH user pass] [SETNAME name]].
+func (s *session) applyHello(args [][]byte) {
+	if len(args) < 2 {
+		return
+	}
+	if v, err := strconv.Atoi(string(args[1])); err == nil {
+		s.state.proto = v
+		s.keyAddr = ""
+	}
+	for i := 2; i < len(args); i++ {
+		switch {
+		case strings.EqualFold(string(args[i]), "auth") && i+2 < len(args):
+			s.setAuth(string(args[i+1]), string(args[i+2]))
+			i += 2
+		case strings.EqualFold(string(args[i]), "setname") && i+1 < len(args):
+			s.name = string(args[i+1])
+			i++
+		}
+	}
+}
+
+func (s *session) setAuth(user, pass string) {
+	s.state.user, s.state.pass = user, pass
+	s.keyAddr = ""
+}
+
+// replyWriter is where a backend reply frame goes. Normally that is the
+// client, counting what was written (a backend failure after part of a
+// reply went out leaves the client's stream broken). With holdErrors set, an
+// error frame is kept in held instead, so that the session can retry the
+// command rather than pass the error on. With discarding set, frames are
+// dropped: they answer commands that will be sent again.
+type replyWriter struct {
+	client *bufio.Writer
+	n      int64 // bytes of this frame written to the client
+	err    error // the client's write error
+
+	holdErrors bool
+	holding    bool
+	held       []byte
+	discarding bool
+
+	first bool
+}
+
+// frame prepares for the next frame.
+func (w *replyWriter) frame() {
+	w.n, w.first, w.holding = 0, true, false
+}
+
+func (w *replyWriter) Write(p []byte) (int, error) {
+	if w.first && len(p) > 0 {
+		w.first = false
+		if w.holdErrors && p[0] == '-' {
+			w.holding = true
+			w.held = w.held[:0]
+		}
+	}
+	switch {
+	case w.holding:
+		w.held = append(w.held, p...)
+		return len(p), nil
+	case w.discarding:
+		return len(p), nil
+	}
+	n, err := w.client.Write(p)
+	w.n += int64(n)
+	if err != nil {
+		w.err = err
+	}
+	return n, err
+}
