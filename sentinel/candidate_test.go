@@ -145,10 +145,7 @@ func TestCandidateArmedOnlyAfterSlaveofNoOne(t *testing.T) {
 	b := newFakeNode(t, lo, "master")
 	s1 := newFakeSentinel(t, lo, sentView{addr: a.addr, epoch: 1})
 	opts := fastOpts(s1.addr)
-	opts.PollInterval = time.Hour
-	r := startWatcher(t, opts, nil)
-	waitMaster(t, r.w, a.addr, 5*time.Second)
-	eventually(t, 5*time.Second, "subscribed", func() bool { return allSubscribed(r.w) })
+	r := startSubscribed(t, opts, nil, a.addr)
 
 	s1.set(failing(a.addr, 1, "send_slaveof_noone", b.addr))
 	publishStart(s1, a.addr, 2)
@@ -180,10 +177,7 @@ func TestCandidateNotPromotedThenAbort(t *testing.T) {
 	s1 := newFakeSentinel(t, lo, normal)
 	s2 := newFakeSentinel(t, lo, normal)
 	opts := fastOpts(addrs(s1, s2)...)
-	opts.PollInterval = time.Hour
-	r := startWatcher(t, opts, nil)
-	waitMaster(t, r.w, a.addr, 5*time.Second)
-	eventually(t, 5*time.Second, "subscriptions", func() bool { return allSubscribed(r.w) })
+	r := startSubscribed(t, opts, nil, a.addr)
 
 	s2.set(sentView{addr: a.addr, epoch: 1, flags: "master,s_down,o_down"})
 	s2.publish("+odown", masterDetails(a.addr)+" #quorum 2/2")
@@ -236,10 +230,7 @@ func TestStaleCandidateNeverPublished(t *testing.T) {
 		s1 := newFakeSentinel(t, lo, stale)
 		s2 := newFakeSentinel(t, lo, sentView{addr: a.addr, epoch: 5})
 		opts := fastOpts(addrs(s1, s2)...)
-		opts.PollInterval = time.Hour
-		r := startWatcher(t, opts, nil)
-		waitMaster(t, r.w, a.addr, 5*time.Second)
-		eventually(t, 5*time.Second, "subscriptions", func() bool { return allSubscribed(r.w) })
+		r := startSubscribed(t, opts, nil, a.addr)
 
 		drainRoles(b)
 		s1.set(failing(a.addr, 3, "wait_promotion", b.addr))
@@ -270,10 +261,7 @@ func TestStaleCandidateNeverPublished(t *testing.T) {
 		s1 := newFakeSentinel(t, lo, normal)
 		s2 := newFakeSentinel(t, lo, normal)
 		opts := fastOpts(addrs(s1, s2)...)
-		opts.PollInterval = time.Hour
-		r := startWatcher(t, opts, nil)
-		waitMaster(t, r.w, a.addr, 5*time.Second)
-		eventually(t, 5*time.Second, "subscriptions", func() bool { return allSubscribed(r.w) })
+		r := startSubscribed(t, opts, nil, a.addr)
 
 		s1.set(failing(a.addr, 1, "wait_promotion", b.addr))
 		publishStart(s1, a.addr, 2)

@@ -253,3 +253,15 @@ func logsContain(logs *observer.ObservedLogs, s string) bool {
 	}
 	return false
 }
+
+// startSubscribed starts a watcher that only events (and the queries they
+// trigger) move: polling is off. It returns once the watcher names master
+// and is subscribed to every sentinel.
+func startSubscribed(t *testing.T, opts Options, tweak func(*Watcher), master string) *run {
+	t.Helper()
+	opts.PollInterval = time.Hour
+	r := startWatcher(t, opts, tweak)
+	waitMaster(t, r.w, master, 5*time.Second)
+	eventually(t, 5*time.Second, "subscribed", func() bool { return allSubscribed(r.w) })
+	return r
+}

@@ -96,10 +96,7 @@ func TestFailoverAbortReturnsToOldMaster(t *testing.T) {
 			s1 := newFakeSentinel(t, lo, normal)
 			s2 := newFakeSentinel(t, lo, normal)
 			opts := fastOpts(addrs(s1, s2)...)
-			opts.PollInterval = time.Hour
-			r := startWatcher(t, opts, nil)
-			waitMaster(t, r.w, a.addr, 5*time.Second)
-			eventually(t, 5*time.Second, "subscriptions", func() bool { return allSubscribed(r.w) })
+			r := startSubscribed(t, opts, nil, a.addr)
 
 			during := tt.during
 			during.addr, during.epoch = a.addr, 4
@@ -170,11 +167,8 @@ func TestHungOldMasterDoesNotDelayPromotion(t *testing.T) {
 	b := newFakeNode(t, lo, "master")
 	s1 := newFakeSentinel(t, lo, sentView{addr: a.addr, epoch: 1})
 	opts := fastOpts(s1.addr)
-	opts.PollInterval = time.Hour
 	opts.QueryTimeout = 3 * time.Second
-	r := startWatcher(t, opts, nil)
-	waitMaster(t, r.w, a.addr, 5*time.Second)
-	eventually(t, 5*time.Second, "subscribed", func() bool { return allSubscribed(r.w) })
+	r := startSubscribed(t, opts, nil, a.addr)
 
 	a.hang.Store(true)
 	drainRoles(a)

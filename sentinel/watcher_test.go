@@ -211,10 +211,7 @@ func TestEventTriggersImmediateQuery(t *testing.T) {
 	s1 := newFakeSentinel(t, lo, sentView{addr: a.addr, epoch: 1})
 	s2 := newFakeSentinel(t, lo, sentView{addr: a.addr, epoch: 1})
 	opts := fastOpts(addrs(s1, s2)...)
-	opts.PollInterval = time.Hour
-	r := startWatcher(t, opts, nil)
-	waitMaster(t, r.w, a.addr, 5*time.Second)
-	eventually(t, 5*time.Second, "subscriptions", func() bool { return allSubscribed(r.w) })
+	r := startSubscribed(t, opts, nil, a.addr)
 	quiet(t, 200*time.Millisecond, s1, s2)
 
 	s2.set(sentView{addr: b.addr, epoch: 2}) // silently: only a query can see it
@@ -294,10 +291,7 @@ func TestSubscriptionReconnectsAndRequeries(t *testing.T) {
 	a := newFakeNode(t, lo, "master")
 	s1 := newFakeSentinel(t, lo, sentView{addr: a.addr, epoch: 1})
 	opts := fastOpts(s1.addr)
-	opts.PollInterval = time.Hour
-	r := startWatcher(t, opts, func(w *Watcher) { w.pingIdle = 100 * time.Millisecond })
-	waitMaster(t, r.w, a.addr, 5*time.Second)
-	eventually(t, 5*time.Second, "subscribed", func() bool { return allSubscribed(r.w) })
+	r := startSubscribed(t, opts, func(w *Watcher) { w.pingIdle = 100 * time.Millisecond }, a.addr)
 
 	t.Run("restart", func(t *testing.T) {
 		s1.stop()
@@ -366,12 +360,9 @@ func TestTornReadIsReread(t *testing.T) {
 	b := newFakeNode(t, lo, "master")
 	s1 := newFakeSentinel(t, lo, sentView{addr: a.addr, epoch: 1})
 	opts := fastOpts(s1.addr)
-	opts.PollInterval = time.Hour
-	r := startWatcher(t, opts, nil)
-	waitMaster(t, r.w, a.addr, 5*time.Second)
 	// Subscribed: an answering sentinel without a subscription is polled
 	// every 100ms, which would add reads.
-	eventually(t, 5*time.Second, "subscribed", func() bool { return allSubscribed(r.w) })
+	r := startSubscribed(t, opts, nil, a.addr)
 	quiet(t, 100*time.Millisecond, s1)
 
 	s1.tear(sentView{addr: a.addr, epoch: 1, flags: "master,failover_in_progress", failoverState: "wait_promotion"})
