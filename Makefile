@@ -19,7 +19,7 @@ export PATH := $(GOBIN):$(PATH):/usr/local/sbin:/usr/sbin:/sbin
 
 # staticcheck 2026.2.2, built for and working with Go 1.26.
 STATICCHECK_VERSION ?= v0.8.2
-DEB_PACKAGES := redis-server redis-sentinel redis-tools php-cli php-redis python3-redis haproxy nutcracker iproute2
+DEB_PACKAGES := redis-server redis-sentinel redis-tools php-cli php-redis php-predis python3-redis node-redis haproxy nutcracker iproute2 openssl
 TEST_TIMEOUT ?= 25m
 FUZZTIME ?= 30s
 DEMO_ARGS ?=
@@ -45,6 +45,8 @@ deps: check-go ## install the Debian/Ubuntu packages the tests, demo and bench n
 		have "$$b" || missing="$$missing $$b"; \
 	done; \
 	if have php && ! php -m 2>/dev/null | grep -qix redis; then missing="$$missing php-redis"; fi; \
+	[ -f /usr/share/php/Predis/Autoloader.php ] || missing="$$missing php-predis"; \
+	[ -d /usr/share/nodejs/redis ] || missing="$$missing node-redis"; \
 	if ! /usr/bin/python3 -c 'import redis' >/dev/null 2>&1; then missing="$$missing python3-redis"; fi; \
 	if [ -z "$$missing" ]; then echo "deps: everything is installed"; exit 0; fi; \
 	echo "deps: missing:$$missing"; \

@@ -60,6 +60,72 @@ type Config struct {
 	// means no AUTH.
 	BackendPassword string `mapstructure:"backend_password" redact:"true"`
 
+	// Password turns on proxy-terminated authentication for the default
+	// user: clients AUTH to the proxy, and their traffic uses the backend
+	// credentials. "" (and no Users) means passthrough: clients
+	// authenticate to Redis itself.
+	Password string `mapstructure:"password" redact:"true"`
+	// Users are ACL-style users for proxy-terminated authentication (file
+	// only). A user named "default" stands for Password.
+	Users []User `mapstructure:"users"`
+
+	// TLS on the client listener: certificate and key (both or neither),
+	// an optional CA bundle that client certificates must chain to (mutual
+	// TLS), and the lowest TLS version accepted ("1.2" or "1.3").
+	TLSCertFile     string `mapstructure:"tls_cert_file"`
+	TLSKeyFile      string `mapstructure:"tls_key_file"`
+	TLSClientCAFile string `mapstructure:"tls_client_ca_file"`
+	TLSMinVersion   string `mapstructure:"tls_min_version"`
+
+	// TLS to the data nodes: on/off, the CA bundle to verify them with
+	// (system roots when ""), the name to verify (the dialled host when
+	// ""), and an optional client certificate and key.
+	BackendTLS           bool   `mapstructure:"backend_tls"`
+	BackendTLSCAFile     string `mapstructure:"backend_tls_ca_file"`
+	BackendTLSServerName string `mapstructure:"backend_tls_server_name"`
+	BackendTLSCertFile   string `mapstructure:"backend_tls_cert_file"`
+	BackendTLSKeyFile    string `mapstructure:"backend_tls_key_file"`
+
+	// TLS to the sentinels, as for the data nodes.
+	SentinelTLS           bool   `mapstructure:"sentinel_tls"`
+	SentinelTLSCAFile     string `mapstructure:"sentinel_tls_ca_file"`
+	SentinelTLSServerName string `mapstructure:"sentinel_tls_server_name"`
+	SentinelTLSCertFile   string `mapstructure:"sentinel_tls_cert_file"`
+	SentinelTLSKeyFile    string `mapstructure:"sentinel_tls_key_file"`
+
+	// CommandPolicy is "deny" (every command but those denied; the default,
+	// with a built-in list of dangerous commands) or "allow" (only the
+	// commands in AllowCommands, plus the connection basics). Groups may
+	// override all three.
+	CommandPolicy string `mapstructure:"command_policy"`
+	// AllowCommands: under "deny", removes commands from the deny list
+	// (e.g. monitor); under "allow", the commands permitted. Entries are
+	// command names or command|subcommand (config|get).
+	AllowCommands []string `mapstructure:"allow_commands"`
+	// DenyCommands are refused on top of the built-in list (or, under
+	// "allow", despite AllowCommands).
+	DenyCommands []string `mapstructure:"deny_commands"`
+
+	// MaxClients is the most client connections per group; more are
+	// answered "-ERR max number of clients reached" and closed.
+	MaxClients int `mapstructure:"max_clients"`
+	// ProtoMaxBulkLen is the largest bulk argument in bytes (Redis's
+	// proto-max-bulk-len).
+	ProtoMaxBulkLen int64 `mapstructure:"proto_max_bulk_len"`
+	// ClientQueryBufferLimit bounds one client's unanswered requests in
+	// bytes (Redis's client-query-buffer-limit).
+	ClientQueryBufferLimit int64 `mapstructure:"client_query_buffer_limit"`
+	// PubSubOutputLimit is the most bytes a subscriber (or MONITOR, or a
+	// tracking connection) may leave unread before it is disconnected, as
+	// Redis's client-output-buffer-limit pubsub hard limit; 0 turns it off.
+	PubSubOutputLimit int64 `mapstructure:"pubsub_output_limit"`
+	// IdleTimeout closes clients idle that long; 0 (the default) never.
+	// Subscribers and blocked clients are not idle.
+	IdleTimeout time.Duration `mapstructure:"idle_timeout"`
+	// HandshakeTimeout is how long a new client has to send its first
+	// complete command (and finish TLS); 0 turns it off.
+	HandshakeTimeout time.Duration `mapstructure:"handshake_timeout"`
+
 	// Groups are the master groups, each served on its own listen address.
 	// At least one is required.
 	Groups []Group `mapstructure:"groups"`
@@ -78,6 +144,19 @@ type Group struct {
 	// Listen is the address clients connect to (host:port; ":6380" means
 	// every interface; port 0 picks a free port, for tests).
 	Listen string `mapstructure:"listen"`
+	// CommandPolicy, AllowCommands and DenyCommands override the top-level
+	// settings of the same name for this group when set.
+	CommandPolicy string   `mapstructure:"command_policy"`
+	AllowCommands []string `mapstructure:"allow_commands"`
+	DenyCommands  []string `mapstructure:"deny_commands"`
+}
+
+// User is one proxy-side ACL user. Give Password or PasswordSHA256 (the
+// lower-case hex SHA-256 of the password, as Redis ACL's #<hash>), not both.
+type User struct {
+	Name           string `mapstructure:"name"`
+	Password       string `mapstructure:"password" redact:"true"`
+	PasswordSHA256 string `mapstructure:"password_sha256" redact:"true"`
 }
 
 // Default returns the configuration with every default filled in. It has no
@@ -91,5 +170,13 @@ func Default() Config {
 		PollInterval: time.Second,
 		QueryTimeout: 500 * time.Millisecond,
 		DrainTimeout: 10 * time.Second,
+
+		TLSMinVersion:          "1.2",
+		CommandPolicy:          "deny",
+		MaxClients:             10000,
+		ProtoMaxBulkLen:        512 << 20,
+		ClientQueryBufferLimit: 1 << 30,
+		PubSubOutputLimit:      32 << 20,
+		HandshakeTimeout:       10 * time.Second,
 	}
 }

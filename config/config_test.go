@@ -48,6 +48,14 @@ func TestDefault(t *testing.T) {
 		PollInterval: time.Second,
 		QueryTimeout: 500 * time.Millisecond,
 		DrainTimeout: 10 * time.Second,
+
+		TLSMinVersion:          "1.2",
+		CommandPolicy:          "deny",
+		MaxClients:             10000,
+		ProtoMaxBulkLen:        512 << 20,
+		ClientQueryBufferLimit: 1 << 30,
+		PubSubOutputLimit:      32 << 20,
+		HandshakeTimeout:       10 * time.Second,
 	}
 	if got := Default(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("Default() =\n%s\nwant\n%s", got, want)
@@ -81,7 +89,7 @@ func TestLoad(t *testing.T) {
 		c.HoldTimeout = 3 * time.Second
 		c.LogLevel = "warn"
 		c.Admin = "127.0.0.1:9121"
-		c.Groups = []Group{{"sessions", "127.0.0.1:6380"}, {"cache", "127.0.0.1:6381"}}
+		c.Groups = []Group{{MasterName: "sessions", Listen: "127.0.0.1:6380"}, {MasterName: "cache", Listen: "127.0.0.1:6381"}}
 	})
 	tests := []struct {
 		name string
@@ -97,7 +105,7 @@ func TestLoad(t *testing.T) {
 			want: with(func(c *Config) {
 				c.Sentinels = []string{"10.0.0.1:26379", "10.0.0.2:26379"}
 				c.Admin = "127.0.0.1:9121"
-				c.Groups = []Group{{"mymaster", "127.0.0.1:6380"}}
+				c.Groups = []Group{{MasterName: "mymaster", Listen: "127.0.0.1:6380"}}
 			}),
 		},
 		{
@@ -111,7 +119,11 @@ func TestLoad(t *testing.T) {
 				BackendUsername: "bu", BackendPassword: "bp", LogLevel: "debug", LogFormat: "json",
 				DialTimeout: time.Second, HoldTimeout: 0, PollInterval: 250 * time.Millisecond,
 				QueryTimeout: 100 * time.Millisecond, DrainTimeout: time.Minute,
-				Groups: []Group{{"m", ":6380"}},
+				Groups: []Group{{MasterName: "m", Listen: ":6380"}},
+
+				TLSMinVersion: "1.2", CommandPolicy: "deny", MaxClients: 10000,
+				ProtoMaxBulkLen: 512 << 20, ClientQueryBufferLimit: 1 << 30,
+				PubSubOutputLimit: 32 << 20, HandshakeTimeout: 10 * time.Second,
 			},
 		},
 		{
@@ -183,14 +195,14 @@ func TestLoad(t *testing.T) {
 			},
 			want: with(func(c *Config) {
 				c.Sentinels = []string{"a:1", "b:2"}
-				c.Groups = []Group{{"envmaster", "127.0.0.1:6390"}}
+				c.Groups = []Group{{MasterName: "envmaster", Listen: "127.0.0.1:6390"}}
 			}),
 		},
 		{
 			name: "quick form: env master name, flag listen",
 			args: []string{"--listen", ":7000"},
 			env:  map[string]string{"SENTINEL_PROXY_MASTER_NAME": "m", "SENTINEL_PROXY_LISTEN": ":6000"},
-			want: with(func(c *Config) { c.Groups = []Group{{"m", ":7000"}} }),
+			want: with(func(c *Config) { c.Groups = []Group{{MasterName: "m", Listen: ":7000"}} }),
 		},
 		{
 			name: "quick form with a file group of the same name replaces its listen",
@@ -198,7 +210,7 @@ func TestLoad(t *testing.T) {
 			args: []string{"--master-name", "cache", "--listen", "127.0.0.1:7381"},
 			want: with(func(c *Config) {
 				*c = fileConfig
-				c.Groups = []Group{{"sessions", "127.0.0.1:6380"}, {"cache", "127.0.0.1:7381"}}
+				c.Groups = []Group{{MasterName: "sessions", Listen: "127.0.0.1:6380"}, {MasterName: "cache", Listen: "127.0.0.1:7381"}}
 			}),
 		},
 		{
@@ -207,7 +219,7 @@ func TestLoad(t *testing.T) {
 			args: []string{"--master-name", "queue", "--listen", "127.0.0.1:6382"},
 			want: with(func(c *Config) {
 				*c = fileConfig
-				c.Groups = []Group{{"sessions", "127.0.0.1:6380"}, {"cache", "127.0.0.1:6381"}, {"queue", "127.0.0.1:6382"}}
+				c.Groups = []Group{{MasterName: "sessions", Listen: "127.0.0.1:6380"}, {MasterName: "cache", Listen: "127.0.0.1:6381"}, {MasterName: "queue", Listen: "127.0.0.1:6382"}}
 			}),
 		},
 		{
@@ -219,7 +231,7 @@ func TestLoad(t *testing.T) {
 		{
 			name: "listen alone adds a group without a name, for Validate to report",
 			args: []string{"--listen", ":6380"},
-			want: with(func(c *Config) { c.Groups = []Group{{"", ":6380"}} }),
+			want: with(func(c *Config) { c.Groups = []Group{{MasterName: "", Listen: ":6380"}} }),
 		},
 	}
 	for _, tt := range tests {

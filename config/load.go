@@ -119,6 +119,18 @@ func Load(args []string, getenv func(string) string) (Config, error) {
 	c.Sentinels = cleanList(c.Sentinels)
 	c.LogLevel = strings.ToLower(strings.TrimSpace(c.LogLevel))
 	c.LogFormat = strings.ToLower(strings.TrimSpace(c.LogFormat))
+	if len(c.Users) == 0 {
+		c.Users = nil
+	}
+	c.CommandPolicy = strings.ToLower(strings.TrimSpace(c.CommandPolicy))
+	c.AllowCommands = lowerList(c.AllowCommands)
+	c.DenyCommands = lowerList(c.DenyCommands)
+	for i := range c.Groups {
+		g := &c.Groups[i]
+		g.CommandPolicy = strings.ToLower(strings.TrimSpace(g.CommandPolicy))
+		g.AllowCommands = lowerList(g.AllowCommands)
+		g.DenyCommands = lowerList(g.DenyCommands)
+	}
 	c.problems = problems
 	return c, nil
 }
@@ -180,6 +192,30 @@ func newFlagSet() *pflag.FlagSet {
 	fs.Bool("stop-writes-when-blind", d.StopWritesWhenBlind, "refuse commands while no sentinel answers, instead of serving the last verified master")
 	fs.String("backend-username", d.BackendUsername, "the proxy's own ACL `user` on the Redis data nodes")
 	fs.String("backend-password", d.BackendPassword, "the proxy's own `password` on the Redis data nodes")
+	fs.String("password", d.Password, "proxy-terminated auth: `password` clients must AUTH with (their traffic then uses the backend credentials); passthrough when empty")
+	fs.String("tls-cert-file", d.TLSCertFile, "client listener TLS certificate `file` (PEM); TLS is on when set")
+	fs.String("tls-key-file", d.TLSKeyFile, "client listener TLS private key `file` (PEM)")
+	fs.String("tls-client-ca-file", d.TLSClientCAFile, "CA bundle `file`: require client certificates signed by it (mutual TLS)")
+	fs.String("tls-min-version", d.TLSMinVersion, "lowest TLS `version` the listener accepts: 1.2 or 1.3")
+	fs.Bool("backend-tls", d.BackendTLS, "connect to the Redis data nodes with TLS")
+	fs.String("backend-tls-ca-file", d.BackendTLSCAFile, "CA bundle `file` to verify the data nodes (system roots when empty)")
+	fs.String("backend-tls-server-name", d.BackendTLSServerName, "`name` the data nodes' certificates must carry (the dialled host when empty)")
+	fs.String("backend-tls-cert-file", d.BackendTLSCertFile, "client certificate `file` for the data nodes")
+	fs.String("backend-tls-key-file", d.BackendTLSKeyFile, "client key `file` for the data nodes")
+	fs.Bool("sentinel-tls", d.SentinelTLS, "connect to the sentinels with TLS")
+	fs.String("sentinel-tls-ca-file", d.SentinelTLSCAFile, "CA bundle `file` to verify the sentinels (system roots when empty)")
+	fs.String("sentinel-tls-server-name", d.SentinelTLSServerName, "`name` the sentinels' certificates must carry (the dialled host when empty)")
+	fs.String("sentinel-tls-cert-file", d.SentinelTLSCertFile, "client certificate `file` for the sentinels")
+	fs.String("sentinel-tls-key-file", d.SentinelTLSKeyFile, "client key `file` for the sentinels")
+	fs.String("command-policy", d.CommandPolicy, "`deny`: refuse the built-in dangerous commands plus --deny-commands; allow: only --allow-commands")
+	fs.StringSlice("allow-commands", d.AllowCommands, "`commands` (name or name|subcommand) allowed: exceptions to the deny list, or the whole allow list")
+	fs.StringSlice("deny-commands", d.DenyCommands, "`commands` (name or name|subcommand) refused besides the built-in list")
+	fs.Int("max-clients", d.MaxClients, "most client connections per group")
+	fs.Int64("proto-max-bulk-len", d.ProtoMaxBulkLen, "largest bulk argument a client may send, in `bytes`")
+	fs.Int64("client-query-buffer-limit", d.ClientQueryBufferLimit, "most unanswered request `bytes` per client")
+	fs.Int64("pubsub-output-limit", d.PubSubOutputLimit, "disconnect a subscriber that leaves this many `bytes` unread (0: off)")
+	fs.Duration("idle-timeout", d.IdleTimeout, "close clients idle this long (0: never)")
+	fs.Duration("handshake-timeout", d.HandshakeTimeout, "time a new client has to send its first command (0: no limit)")
 	fs.String("admin", d.Admin, "admin HTTP listen `address` (metrics, health, status); off when empty")
 	fs.String("log-level", d.LogLevel, "log `level`: debug, info, warn or error")
 	fs.String("log-format", d.LogFormat, "log `format`: console or json")
@@ -214,6 +250,15 @@ func withQuickGroup(groups []Group, name, listen string) []Group {
 		}
 	}
 	return append(groups, Group{MasterName: name, Listen: listen})
+}
+
+// lowerList is cleanList in lower case.
+func lowerList(items []string) []string {
+	out := cleanList(items)
+	for i := range out {
+		out[i] = strings.ToLower(out[i])
+	}
+	return out
 }
 
 // cleanList trims the items of a list given as "a, b," and drops empty ones.

@@ -77,6 +77,7 @@ func (c Config) Validate() error {
 	}
 
 	p = append(p, c.checkListeners()...)
+	p = append(p, c.checkSecurity()...)
 	if len(p) == 0 {
 		return nil
 	}

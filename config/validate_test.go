@@ -11,7 +11,7 @@ import (
 func valid(fn func(*Config)) Config {
 	return with(func(c *Config) {
 		c.Sentinels = []string{"10.0.0.1:26379"}
-		c.Groups = []Group{{"mymaster", "127.0.0.1:6380"}}
+		c.Groups = []Group{{MasterName: "mymaster", Listen: "127.0.0.1:6380"}}
 		fn(c)
 	})
 }
@@ -26,14 +26,14 @@ func TestValidateAccepts(t *testing.T) {
 			c.Sentinels = []string{"[::1]:26379", "[fe80::1%eth0]:26379", "sentinel-1.example.com:26379", "redis_sentinel_1:26379", "localhost.:1"}
 		}},
 		{"wildcard and ipv6 listen", func(c *Config) {
-			c.Groups = []Group{{"a", ":6380"}, {"b", "[::1]:6381"}, {"c", "0.0.0.0:6382"}}
+			c.Groups = []Group{{MasterName: "a", Listen: ":6380"}, {MasterName: "b", Listen: "[::1]:6381"}, {MasterName: "c", Listen: "0.0.0.0:6382"}}
 		}},
 		{"port 0 twice (tests)", func(c *Config) {
-			c.Groups = []Group{{"a", "127.0.0.1:0"}, {"b", "127.0.0.1:0"}}
+			c.Groups = []Group{{MasterName: "a", Listen: "127.0.0.1:0"}, {MasterName: "b", Listen: "127.0.0.1:0"}}
 			c.Admin = "127.0.0.1:0"
 		}},
 		{"same port on different hosts", func(c *Config) {
-			c.Groups = []Group{{"a", "127.0.0.1:6380"}, {"b", "127.0.0.2:6380"}}
+			c.Groups = []Group{{MasterName: "a", Listen: "127.0.0.1:6380"}, {MasterName: "b", Listen: "127.0.0.2:6380"}}
 		}},
 		{"zero hold and drain", func(c *Config) { c.HoldTimeout, c.DrainTimeout = 0, 0 }},
 		{"every log level and format", func(c *Config) { c.LogLevel, c.LogFormat = "warn", "json" }},
@@ -77,13 +77,17 @@ func TestValidateRejects(t *testing.T) {
 		{"zero poll", func(c *Config) { c.PollInterval = 0 }, "poll_interval: must be greater than 0"},
 		{"zero query", func(c *Config) { c.QueryTimeout = 0 }, "query_timeout: must be greater than 0"},
 		{"no groups", func(c *Config) { c.Groups = nil }, "groups: none given"},
-		{"empty master name", func(c *Config) { c.Groups = []Group{{"", ":6380"}} }, "groups[0] (listen :6380): master_name is empty"},
-		{"master name with space", func(c *Config) { c.Groups = []Group{{"my master", ":6380"}} }, `groups[0]: master_name "my master" contains spaces`},
-		{"empty listen", func(c *Config) { c.Groups = []Group{{"m", ""}} }, "groups[0] (m): listen is empty"},
-		{"bad listen", func(c *Config) { c.Groups = []Group{{"m", "6380"}} }, `groups[0] (m): listen: "6380": missing port`},
-		{"duplicate master name", func(c *Config) { c.Groups = []Group{{"m", ":1"}, {"m", ":2"}} }, "groups[1] (m): master_name is the same as groups[0]"},
-		{"duplicate listen", func(c *Config) { c.Groups = []Group{{"a", "127.0.0.1:1"}, {"b", "127.0.0.1:1"}} }, "groups[1] (b): listen address 127.0.0.1:1 is also used by groups[0] (a)"},
-		{"wildcard overlaps", func(c *Config) { c.Groups = []Group{{"a", "0.0.0.0:1"}, {"b", "127.0.0.1:1"}} }, "groups[1] (b): listen address 127.0.0.1:1 is also used by groups[0] (a)"},
+		{"empty master name", func(c *Config) { c.Groups = []Group{{MasterName: "", Listen: ":6380"}} }, "groups[0] (listen :6380): master_name is empty"},
+		{"master name with space", func(c *Config) { c.Groups = []Group{{MasterName: "my master", Listen: ":6380"}} }, `groups[0]: master_name "my master" contains spaces`},
+		{"empty listen", func(c *Config) { c.Groups = []Group{{MasterName: "m", Listen: ""}} }, "groups[0] (m): listen is empty"},
+		{"bad listen", func(c *Config) { c.Groups = []Group{{MasterName: "m", Listen: "6380"}} }, `groups[0] (m): listen: "6380": missing port`},
+		{"duplicate master name", func(c *Config) { c.Groups = []Group{{MasterName: "m", Listen: ":1"}, {MasterName: "m", Listen: ":2"}} }, "groups[1] (m): master_name is the same as groups[0]"},
+		{"duplicate listen", func(c *Config) {
+			c.Groups = []Group{{MasterName: "a", Listen: "127.0.0.1:1"}, {MasterName: "b", Listen: "127.0.0.1:1"}}
+		}, "groups[1] (b): listen address 127.0.0.1:1 is also used by groups[0] (a)"},
+		{"wildcard overlaps", func(c *Config) {
+			c.Groups = []Group{{MasterName: "a", Listen: "0.0.0.0:1"}, {MasterName: "b", Listen: "127.0.0.1:1"}}
+		}, "groups[1] (b): listen address 127.0.0.1:1 is also used by groups[0] (a)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -100,7 +104,10 @@ func TestValidateRejects(t *testing.T) {
 }
 
 func TestValidateReportsAll(t *testing.T) {
-	c := Config{
+	c := Default()
+	c = Config{
+		TLSMinVersion: c.TLSMinVersion, CommandPolicy: c.CommandPolicy, MaxClients: c.MaxClients,
+		ProtoMaxBulkLen: c.ProtoMaxBulkLen, ClientQueryBufferLimit: c.ClientQueryBufferLimit,
 		Sentinels:    []string{"nope", "[::1]:26379", "[::1]:26379"},
 		Admin:        "127.0.0.1:6380",
 		LogLevel:     "loud",
@@ -110,7 +117,7 @@ func TestValidateReportsAll(t *testing.T) {
 		PollInterval: 0,
 		QueryTimeout: time.Second,
 		DrainTimeout: -time.Minute,
-		Groups:       []Group{{"", "127.0.0.1:6380"}, {"m", "x"}, {"m", ":6381"}},
+		Groups:       []Group{{MasterName: "", Listen: "127.0.0.1:6380"}, {MasterName: "m", Listen: "x"}, {MasterName: "m", Listen: ":6381"}},
 	}
 	err := c.Validate()
 	var ve *ValidationError
