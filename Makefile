@@ -22,6 +22,9 @@ STATICCHECK_VERSION ?= v0.8.2
 DEB_PACKAGES := redis-server redis-sentinel redis-tools php-cli php-redis php-predis python3-redis node-redis haproxy nutcracker iproute2 openssl
 TEST_TIMEOUT ?= 25m
 FUZZTIME ?= 30s
+# make test fuzzes each target (command reader, reply framer, sentinel
+# events, config file) this long, on top of replaying the committed corpus.
+FUZZTIME_CI ?= 10s
 DEMO_ARGS ?=
 
 .PHONY: help build deps check-go test lint vet fmt-check staticcheck demo bench fuzz clean
@@ -63,8 +66,9 @@ deps: check-go ## install the Debian/Ubuntu packages the tests, demo and bench n
 	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update; \
 	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y $(DEB_PACKAGES)
 
-test: deps lint ## vet, gofmt, staticcheck, then every test with -race
+test: deps lint ## vet, gofmt, staticcheck, every test with -race, then each fuzz target for FUZZTIME_CI
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME_CI)
 
 lint: vet fmt-check staticcheck ## go vet, gofmt check, staticcheck
 
@@ -89,7 +93,7 @@ staticcheck: check-go
 	echo "$$sc ./..."; \
 	"$$sc" ./...
 
-demo: deps build ## start a local Sentinel topology with the proxy in front (Ctrl-C stops it)
+demo: deps build ## one-minute failover demo: local Sentinel topology, proxy, live writes/s (DEMO_ARGS=--keep or --manual)
 	bin/sentinel-proxy dev $(DEMO_ARGS)
 
 bench: deps ## throughput vs direct/HAProxy/twemproxy and memory per idle client (BENCH_TARGETS=… to choose)

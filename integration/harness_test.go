@@ -80,7 +80,15 @@ func newStack(opts stackOptions, log *zap.Logger) (*stack, error) {
 	if err != nil {
 		return nil, errors.Join(err, topo.Stop())
 	}
+	// The differential and MONITOR tests need DEBUG PROTOCOL and MONITOR,
+	// which the default policy refuses.
+	policy, err := proxy.NewPolicy("mymaster", "deny", []string{"debug|protocol", "monitor"}, nil)
+	if err != nil {
+		topo.Stop()
+		return nil, err
+	}
 	srv, err := proxy.NewServer(proxy.Options{
+		Policy:      policy,
 		Name:        topo.MasterName(),
 		Source:      src,
 		HoldTimeout: opts.HoldTimeout,

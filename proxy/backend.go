@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -76,10 +77,17 @@ type backend struct {
 // commands were answered "may have run".)
 func (b *backend) close() {
 	if b.dead.CompareAndSwap(false, true) {
-		if tc, ok := b.nc.(*net.TCPConn); ok {
+		nc := b.nc
+		if tc, ok := nc.(*tls.Conn); ok {
+			// Close the TCP connection under TLS directly: no
+			// close_notify alert, which could block (up to 5s) on a hung
+			// master and would be dropped by the reset anyway.
+			nc = tc.NetConn()
+		}
+		if tc, ok := nc.(*net.TCPConn); ok {
 			tc.SetLinger(0)
 		}
-		b.nc.Close()
+		nc.Close()
 	}
 }
 
@@ -87,49 +95,91 @@ func (b *backend) close() {
 // state (wrong password since the session authenticated, unknown db, …).
 var errHandshake = errors.New("backend handshake failed")
 
-// dialBackend connects to addr and replays st (and the client name, when
-// set) on the new connection, all in one round trip.
-func dialBackend(ctx context.Context, d *net.Dialer, addr string, st connState, name string, key poolKey) (*backend, error) {
-	nc, err := d.DialContext(ctx, "tcp", addr)
+// dialBackend connects to addr (over TLS when Options.BackendTLS is set)
+// and replays st (and the client name, when set) on the new connection, all
+// in one round trip. The TLS handshake and the replay share the dial's
+// deadline: ctx's, or Options.DialTimeout from now.
+func (srv *Server) dialBackend(ctx context.Context, addr string, st connState, name string, key poolKey) (*backend, error) {
+	d := &srv.dialer
+	deadline, ok := ctx.Deadline()
+	if !ok && d.Timeout > 0 {
+		deadline = time.Now().Add(d.Timeout)
+	}
+	raw, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("dial master %s: %w", addr, err)
 	}
-	if tc, ok := nc.(*net.TCPConn); ok {
+	if tc, ok := raw.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 		tc.SetKeepAlive(true)
 		tc.SetKeepAlivePeriod(15 * time.Second)
 	}
+	nc := raw
+	raw.SetDeadline(deadline)
+	if srv.opts.BackendTLS != nil {
+		tc := tls.Client(raw, backendTLSConfig(srv.opts.BackendTLS, addr))
+		if err := tc.HandshakeContext(ctx); err != nil {
+			raw.Close()
+			var verr *tls.CertificateVerificationError
+			var alert tls.AlertError
+			if errors.As(err, &verr) || errors.As(err, &alert) {
+				// A certificate or the TLS settings do not match:
+				// waiting for the master will not fix it. Say so now
+				// rather than hold and end with a timeout.
+				return nil, fmt.Errorf("%w on %s: %w", errHandshake, addr, err)
+			}
+			return nil, fmt.Errorf("tls handshake with master %s: %w", addr, err)
+		}
+		nc = tc
+	}
 	b := &backend{nc: nc, addr: addr, fr: NewFramer(nc, 0), key: key}
-	cmds, n := handshake(st, name)
-	if n == 0 {
-		return b, nil
-	}
-	if dl, ok := ctx.Deadline(); ok {
-		nc.SetDeadline(dl)
-	} else if d.Timeout > 0 {
-		nc.SetDeadline(time.Now().Add(d.Timeout))
-	}
-	if _, err := nc.Write(cmds); err != nil {
-		b.close()
-		return nil, fmt.Errorf("write handshake to %s: %w", addr, err)
-	}
-	for i := 0; i < n; i++ {
-		f, err := b.fr.Next(nil)
-		if err != nil {
+	if cmds, n := handshake(st, name); n > 0 {
+		if _, err := nc.Write(cmds); err != nil {
 			b.close()
-			return nil, fmt.Errorf("read handshake reply from %s: %w", addr, err)
+			return nil, fmt.Errorf("write handshake to %s: %w", addr, err)
 		}
-		if !f.IsReply() {
-			i--
-			continue
-		}
-		if f.IsError() {
-			b.close()
-			return nil, fmt.Errorf("%w on %s: %s", errHandshake, addr, f.ErrorText())
+		for i := 0; i < n; i++ {
+			f, err := b.fr.Next(nil)
+			if err != nil {
+				b.close()
+				return nil, fmt.Errorf("read handshake reply from %s: %w", addr, err)
+			}
+			if !f.IsReply() {
+				i--
+				continue
+			}
+			if f.IsError() {
+				b.close()
+				return nil, fmt.Errorf("%w on %s: %s", errHandshake, addr, f.ErrorText())
+			}
 		}
 	}
-	nc.SetDeadline(time.Time{})
+	raw.SetDeadline(time.Time{})
 	return b, nil
+}
+
+// backendTLSConfig returns base for a dial to addr: a clone whose
+// ServerName is addr's host when base names none, as crypto/tls.Dial does.
+// A reloadable base (cmd/sentinel-proxy) verifies the server itself in
+// VerifyConnection against ConnectionState.ServerName, which crypto/tls
+// leaves empty for an IP address; the wrapper passes the name verified.
+func backendTLSConfig(base *tls.Config, addr string) *tls.Config {
+	cfg := base.Clone()
+	if cfg.ServerName == "" {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			host = addr
+		}
+		cfg.ServerName = host
+	}
+	if verify := cfg.VerifyConnection; verify != nil {
+		name := cfg.ServerName
+		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+			cs.ServerName = name
+			return verify(cs)
+		}
+	}
+	return cfg
 }
 
 // handshake encodes the commands that bring a new connection into state st,

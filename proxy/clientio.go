@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -47,7 +48,7 @@ type clientReader struct {
 }
 
 func newClientReader(conn net.Conn, pool *bufPool, lim RequestLimits) *clientReader {
-	r := &clientReader{conn: conn, pool: pool, lim: lim}
+	r := &clientReader{conn: conn, pool: pool, lim: lim.withDefaults()}
 	if sc, ok := conn.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			r.raw = raw
@@ -80,6 +81,9 @@ func (r *clientReader) next(max int) ([]Command, error) {
 		if len(r.cmds) > 0 {
 			return r.cmds, nil
 		}
+		if int64(need) > r.lim.MaxQuery || int64(r.end-r.start) >= r.lim.MaxQuery {
+			return nil, errQueryLimit
+		}
 		if err := r.fill(need); err != nil {
 			return nil, err
 		}
@@ -101,11 +105,16 @@ func (r *clientReader) fill(need int) error {
 		}
 	case need > len(r.buf):
 		// One request larger than the buffer: give it a buffer of its own,
-		// as large as the request says it will be, but never more than four
-		// times what actually arrived (plus 1 MiB), so that a client that
-		// announces a huge bulk and sends nothing gets no huge buffer. A
-		// 100 MB SET then costs its size, plus a few copies of its start.
-		size := min(need, 4*pending+1<<20)
+		// growing geometrically with what actually arrived, never beyond
+		// what the request says it needs. A client that announces a huge
+		// bulk (or a million arguments) and sends little gets a small
+		// buffer; a line with no end yet (need is only len+1) doubles it
+		// instead of growing by a byte; a 100 MB SET costs about its size
+		// plus the copies of the doubling.
+		size := max(2*len(r.buf), 2*readBufSize)
+		if need > len(r.buf)+1 { // a known size, not just "more"
+			size = min(size, need)
+		}
 		big := make([]byte, size)
 		copy(big, r.buf[r.start:r.end])
 		r.release()
@@ -187,6 +196,9 @@ func (r *clientReader) idle() {
 // goroutine ends the wait, reported as false. That is how a client hanging
 // up during a blocking command releases its backend connection.
 func peekClosed(conn net.Conn, wait bool) bool {
+	if tc, ok := conn.(*tls.Conn); ok {
+		conn = tc.NetConn() // a TLS record waiting is data too
+	}
 	sc, ok := conn.(syscall.Conn)
 	if !ok {
 		return false
@@ -211,4 +223,47 @@ func peekClosed(conn net.Conn, wait bool) bool {
 		return closed && err == nil
 	}
 	return closed || err != nil
+}
+
+// hasInput reports whether conn has bytes waiting to be read, without
+// consuming them or blocking. Connections without a descriptor (TLS) report
+// false.
+func hasInput(conn net.Conn) bool {
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var n int
+	var b [1]byte
+	raw.Control(func(fd uintptr) {
+		n, _, _ = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	})
+	return n > 0
+}
+
+// peerClosed reports whether the peer of conn has sent its FIN (or the
+// connection is gone), even while unread data waits in front of it: the
+// kernel's TCP state says so (CLOSE_WAIT). Connections without a
+// descriptor report false.
+func peerClosed(conn net.Conn) bool {
+	if tc, ok := conn.(*tls.Conn); ok {
+		conn = tc.NetConn()
+	}
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	closed := false
+	raw.Control(func(fd uintptr) {
+		closed = tcpPeerClosed(int(fd))
+	})
+	return closed
 }

@@ -6,21 +6,24 @@ import "bytes"
 type cmdKind uint8
 
 const (
-	kindPlain    cmdKind = iota // forwarded; its reply changes nothing the proxy tracks
-	kindQuit                    // answered by the proxy (+OK), then the client is closed
-	kindAuth                    // AUTH [user] pass: identity changes on success
-	kindHello                   // HELLO [proto [AUTH u p] [SETNAME n]]
-	kindSelect                  // SELECT db
-	kindReset                   // RESET: back to a clean connection
-	kindMulti                   // MULTI: pins until EXEC/DISCARD
-	kindExec                    // EXEC: ends MULTI and WATCH
-	kindDiscard                 // DISCARD: ends MULTI and WATCH
-	kindWatch                   // WATCH: pins until EXEC/DISCARD/UNWATCH
-	kindUnwatch                 // UNWATCH
-	kindBlocking                // may block server-side for as long as its timeout says
-	kindDuplex                  // the connection turns full duplex (pub/sub, MONITOR, tracking)
-	kindPin                     // state the pool key cannot express: pin the connection
-	kindRefused                 // answered with an error by the proxy, never forwarded
+	kindPlain      cmdKind = iota // forwarded; its reply changes nothing the proxy tracks
+	kindQuit                      // answered by the proxy (+OK), then the client is closed
+	kindAuth                      // AUTH [user] pass: identity changes on success
+	kindHello                     // HELLO [proto [AUTH u p] [SETNAME n]]
+	kindSelect                    // SELECT db
+	kindReset                     // RESET: back to a clean connection
+	kindMulti                     // MULTI: pins until EXEC/DISCARD
+	kindExec                      // EXEC: ends MULTI and WATCH
+	kindDiscard                   // DISCARD: ends MULTI and WATCH
+	kindWatch                     // WATCH: pins until EXEC/DISCARD/UNWATCH
+	kindUnwatch                   // UNWATCH
+	kindBlocking                  // may block server-side for as long as its timeout says
+	kindDuplex                    // the connection turns full duplex (pub/sub, MONITOR, tracking)
+	kindPin                       // state the pool key cannot express: pin the connection
+	kindRefused                   // answered with an error by the proxy, never forwarded
+	kindClientKill                // CLIENT KILL: only the session's own connection
+	kindLocalOK                   // answered +OK by the proxy (proxy-terminated AUTH)
+	kindAbortTx                   // EXEC of a transaction with a refused command: DISCARD, then EXECABORT
 )
 
 // cmdInfo is the classification of one command.
@@ -31,6 +34,8 @@ type cmdInfo struct {
 	// wait marks WAIT and WAITAOF, which wait for the writes of the
 	// connection they run on.
 	wait bool
+	// class is the command's latency class.
+	class cmdClass
 }
 
 // lookup maps a lower-case command name to its kind. Commands not listed
@@ -91,6 +96,12 @@ func classify(args [][]byte) cmdInfo {
 	if name == nil {
 		return cmdInfo{kind: kindPlain}
 	}
+	info := classifyName(args, name)
+	info.class = classOf(info.kind, string(name))
+	return info
+}
+
+func classifyName(args [][]byte, name []byte) cmdInfo {
 	kind, ok := lookup(string(name))
 	switch {
 	case ok && kind == kindRefused:
@@ -133,6 +144,8 @@ func classifyClient(args [][]byte) cmdInfo {
 			return cmdInfo{kind: kindDuplex}
 		}
 		return cmdInfo{kind: kindPlain}
+	case bytes.EqualFold(sub, []byte("kill")):
+		return cmdInfo{kind: kindClientKill}
 	case bytes.EqualFold(sub, []byte("setname")),
 		bytes.EqualFold(sub, []byte("id")),
 		bytes.EqualFold(sub, []byte("no-evict")),

@@ -45,6 +45,8 @@ type duplex struct {
 	subs     [3]map[string]struct{} // channels, patterns, shard channels
 	movable  bool                   // false after MONITOR or CLIENT TRACKING
 	quitSent bool                   // QUIT was forwarded: the end is expected
+
+	q *outQueue // between the client writer and the client, with an output limit; nil without
 }
 
 // startDuplex pins a connection, forwards cmd (the command that makes the
@@ -55,9 +57,21 @@ func (s *session) startDuplex(cmd Command) error {
 		s.writeError(s.acquireErrorText(err))
 		return nil
 	}
-	s.pinned = nil // the duplex owns it from now on
-	s.out()        // the session keeps this writer from now on
-	d := &duplex{s: s, state: s.state, name: s.name, b: b, movable: true, done: make(chan struct{})}
+	s.setPinned(nil) // the duplex owns it from now on
+	s.srv.pinnedN.Add(1)
+	s.streaming.Store(true)
+	w := s.out() // the session keeps this writer from now on
+	var q *outQueue
+	if limit := s.srv.settings().OutputLimit; limit > 0 {
+		q = newOutQueue(s.conn, limit, func() {
+			s.srv.m.disconnects.WithLabelValues(reasonOutputLimit).Inc()
+			s.srv.log.Info("client output limit reached: disconnecting a subscriber that does not read",
+				zap.String("group", s.srv.opts.Name), zap.String("client", s.conn.RemoteAddr().String()), zap.Int64("limit", limit))
+			s.conn.Close()
+		})
+		w.Reset(q)
+	}
+	d := &duplex{s: s, state: s.state, name: s.name, b: b, movable: true, done: make(chan struct{}), q: q}
 	for i := range d.subs {
 		d.subs[i] = make(map[string]struct{})
 	}
@@ -72,8 +86,14 @@ func (d *duplex) forward(cmds []Command) error {
 	s := d.s
 	s.bufs = s.bufs[:0]
 	d.mu.Lock()
+	policy := s.srv.settings().Policy
 	for i := range cmds {
 		info := classify(cmds[i].Args)
+		if r := policy.refusal(cmds[i].Args); r != "" {
+			info = cmdInfo{kind: kindRefused, refusal: r}
+		} else if info.kind == kindClientKill {
+			info = cmdInfo{kind: kindRefused, refusal: errClientKill}
+		}
 		if info.kind == kindRefused {
 			d.mu.Unlock()
 			s.wmu.Lock()
@@ -202,6 +222,9 @@ func (d *duplex) copy() {
 // end closes both sides.
 func (d *duplex) end(b *backend) {
 	d.s.srv.pool.discard(b)
+	if d.q != nil {
+		d.q.close()
+	}
 	d.s.conn.Close()
 }
 
@@ -221,7 +244,7 @@ func (d *duplex) move(old *backend, cause error) (*backend, int) {
 	s.srv.pool.discard(old)
 	log := s.srv.log.With(zap.String("client", s.conn.RemoteAddr().String()))
 	log.Debug("moving subscriber", zap.String("from", old.addr), zap.Error(cause))
-	deadline := time.Now().Add(max(s.srv.opts.HoldTimeout, 10*time.Second))
+	deadline := time.Now().Add(max(s.srv.settings().HoldTimeout, 10*time.Second))
 	for !d.quit.Load() {
 		if b := d.resubscribe(deadline); b != nil {
 			return b, d.pendingConfirmations()
@@ -244,7 +267,7 @@ func (d *duplex) resubscribe(deadline time.Time) *backend {
 	}
 	ctx, cancel := contextWithDeadline(deadline, s.srv.opts.DialTimeout)
 	defer cancel()
-	b, err := dialBackend(ctx, &s.srv.dialer, addr, d.state, d.name, d.state.key(addr, s.srv.salt))
+	b, err := s.srv.dialBackend(ctx, addr, d.state, d.name, d.state.key(addr, s.srv.salt))
 	if err != nil {
 		pause(ctx, 100*time.Millisecond)
 		return nil
@@ -313,6 +336,11 @@ func (d *duplex) stop() {
 	b.close()
 	<-d.done
 	d.s.srv.pool.discard(b)
+	d.s.srv.pinnedN.Add(-1)
+	if d.q != nil {
+		d.q.close()
+		<-d.q.done
+	}
 }
 
 // frameWriter takes the writer's lock at the first byte of a frame; the

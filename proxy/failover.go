@@ -111,6 +111,20 @@ type pendingReply struct {
 // allRetryable reports whether a batch may be sent again from any command
 // on: only when none of them changes the session's state, so that the
 // commands before and after the retried one agree on it.
+// safeToRepeat reports whether a command whose reply was lost with the
+// connection can be sent again to the next master: it changed nothing
+// there (a read) or repeating it changes nothing more (SELECT, AUTH,
+// HELLO). Outside MULTI only.
+func safeToRepeat(info cmdInfo) bool {
+	switch info.kind {
+	case kindSelect, kindAuth, kindHello:
+		return true
+	case kindPlain:
+		return info.class == classRead
+	}
+	return false
+}
+
 func allRetryable(infos []cmdInfo) bool {
 	for _, in := range infos {
 		if in.kind != kindPlain && in.kind != kindBlocking {
@@ -134,7 +148,7 @@ func isRetryable(frame []byte) bool {
 // index failed on, whose replies were lost with the connection, may have
 // run: they get errMayHaveRun. A retry that cannot be made answers the
 // original error.
-func (s *session) resolve(oldAddr string, cmds []Command, failed int) error {
+func (s *session) resolve(oldAddr string, cmds []Command, infos []cmdInfo, failed int) error {
 	pend := s.pending
 	defer func() { s.pending = s.pending[:0] }()
 	var retry []Command
@@ -142,11 +156,15 @@ func (s *session) resolve(oldAddr string, cmds []Command, failed int) error {
 	for _, p := range pend {
 		if p.idx < failed {
 			retry = append(retry, cmds[p.idx])
-			needNew = needNew || !strings.HasPrefix(p.held, "-LOADING")
+			// Refused as not master: wait for another. Lost with the
+			// connection (nothing held): the same address will do if
+			// the sentinels still name it.
+			needNew = needNew || p.held != "" && !strings.HasPrefix(p.held, "-LOADING")
 		}
 	}
 	var b *backend
 	if len(retry) > 0 {
+		s.srv.m.retried.Add(float64(len(retry)))
 		b = s.retryBackend(oldAddr, needNew)
 	}
 	if b != nil {
@@ -169,7 +187,7 @@ func (s *session) resolve(oldAddr string, cmds []Command, failed int) error {
 			s.writeError(s.acquireErrorText(errNoMaster))
 		default:
 			s.rw.client, s.rw.holdErrors = out, false
-			if err := s.reply(b, cmds[p.idx], cmdInfo{kind: kindPlain}); err != nil {
+			if err := s.reply(b, cmds[p.idx], infos[p.idx]); err != nil {
 				s.lost(b)
 				b = nil
 				if s.rw.err != nil || s.rw.n > 0 {
@@ -189,9 +207,9 @@ func (s *session) resolve(oldAddr string, cmds []Command, failed int) error {
 // retryBackend waits, up to the hold timeout, for a master to retry on and
 // connects to it. It returns nil when none could be had.
 func (s *session) retryBackend(oldAddr string, needNew bool) *backend {
-	deadline := time.Now().Add(s.srv.opts.HoldTimeout)
+	deadline := time.Now().Add(s.srv.settings().HoldTimeout)
 	for {
-		addr, changed := s.srv.opts.Source.Master()
+		addr, changed := s.srv.source().Master()
 		if addr != "" && (addr != oldAddr || !needNew) {
 			key := s.poolKey(addr)
 			if b := s.srv.pool.get(key); b != nil {

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"strconv"
 	"strings"
+
+	"go.uber.org/zap"
 )
 
 // What happens to the replies of a forwarded batch: streaming them to the
@@ -49,7 +51,16 @@ func (s *session) replies(b *backend, cmds []Command, infos []cmdInfo) error {
 			for j := i; j < len(cmds); j++ {
 				s.pending = append(s.pending, pendingReply{idx: j})
 			}
-			return s.resolve(b.addr, cmds, len(cmds))
+			return s.resolve(b.addr, cmds, infos, len(cmds))
+		case err != nil && !s.multi && allSafe(infos[i:]):
+			// The connection broke before these replies (the master
+			// died): none of them changed anything, so the next master
+			// answers them (a read, SELECT, AUTH, HELLO in flight).
+			s.failed(b)
+			for j := i; j < len(cmds); j++ {
+				s.pending = append(s.pending, pendingReply{idx: j})
+			}
+			return s.resolve(b.addr, cmds, infos, len(cmds))
 		case err != nil:
 			s.failed(b)
 			for j := i; j < len(cmds); j++ {
@@ -77,12 +88,27 @@ func (s *session) replies(b *backend, cmds []Command, infos []cmdInfo) error {
 				return nil
 			}
 		}
+		if d := s.srv.fo.answered(b.addr); d > 0 {
+			s.srv.m.failoverDur.Observe(d.Seconds())
+			s.srv.log.Info("failover: first command answered by the new master",
+				zap.String("group", s.srv.opts.Name), zap.String("master", b.addr), zap.Duration("since_master_lost", d))
+		}
 		s.release(b)
 		return nil
 	}
 	rw.discarding = false
 	s.lost(b) // it answered like a replica
-	return s.resolve(b.addr, cmds, len(cmds))
+	return s.resolve(b.addr, cmds, infos, len(cmds))
+}
+
+// allSafe reports whether every command may be repeated (safeToRepeat).
+func allSafe(infos []cmdInfo) bool {
+	for _, in := range infos {
+		if !safeToRepeat(in) {
+			return false
+		}
+	}
+	return true
 }
 
 const (
@@ -131,9 +157,7 @@ func adjacent(a, b []byte) bool {
 // before it) to s.rw, then records what the command changed.
 func (s *session) reply(b *backend, cmd Command, info cmdInfo) error {
 	if info.kind == kindBlocking {
-		if stop := s.watchClient(b); stop != nil {
-			defer stop()
-		}
+		defer s.watchClient(b)()
 	}
 	out := s.rw.client
 	for {
@@ -153,6 +177,7 @@ func (s *session) reply(b *backend, cmd Command, info cmdInfo) error {
 		if !f.IsReply() {
 			continue
 		}
+		s.srv.m.countReply(info, f.IsError(), s.batchStart)
 		if f.IsError() {
 			s.noteError(b, f.ErrorText())
 			if info.kind == kindExec || info.kind == kindDiscard {
@@ -169,7 +194,7 @@ func (s *session) reply(b *backend, cmd Command, info cmdInfo) error {
 // noteError reacts to error replies that say the master moved.
 func (s *session) noteError(b *backend, text string) {
 	if strings.HasPrefix(text, "READONLY") || strings.HasPrefix(text, "MASTERDOWN") {
-		s.srv.opts.Source.Suspect(b.addr)
+		s.srv.source().Suspect(b.addr)
 	}
 }
 
@@ -198,6 +223,9 @@ func (s *session) apply(cmd Command, info cmdInfo, f Frame) {
 			}
 		}
 	case kindReset:
+		if s.deauthAfterReset {
+			s.authed, s.deauthAfterReset = false, false
+		}
 		s.state, s.keyAddr, s.name = cleanState, "", ""
 		s.multi, s.watching, s.sticky = false, false, false
 		s.txLost, s.watchGone = false, false
@@ -221,6 +249,9 @@ func (s *session) apply(cmd Command, info cmdInfo, f Frame) {
 			s.name = string(args[2])
 		} else {
 			s.sticky = true
+		}
+		if len(args) == 2 && strings.EqualFold(string(args[1]), "id") && f.Type == ':' && len(f.Small) > 3 {
+			s.clientID, _ = strconv.ParseInt(string(f.Small[1:len(f.Small)-2]), 10, 64)
 		}
 	}
 }

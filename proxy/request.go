@@ -38,6 +38,9 @@ type RequestLimits struct {
 	// MaxInline is the longest inline line and the longest multibulk or bulk
 	// count line without a CR (default 64 KiB, Redis's PROTO_INLINE_MAX_SIZE).
 	MaxInline int
+	// MaxQuery is the largest request in bytes, all arguments together
+	// (default 1 GiB, Redis's client-query-buffer-limit).
+	MaxQuery int64
 }
 
 func (l RequestLimits) withDefaults() RequestLimits {
@@ -52,6 +55,9 @@ func (l RequestLimits) withDefaults() RequestLimits {
 	}
 	if l.MaxInline <= 0 {
 		l.MaxInline = DefaultMaxInline
+	}
+	if l.MaxQuery <= 0 {
+		l.MaxQuery = 1 << 30
 	}
 	return l
 }
@@ -73,6 +79,9 @@ var (
 	errTooBigInline     = &RequestError{"Protocol error: too big inline request"}
 	errTooBigMbulk      = &RequestError{"Protocol error: too big mbulk count string"}
 	errTooBigBulk       = &RequestError{"Protocol error: too big bulk count string"}
+	// errQueryLimit: Redis closes such a client without a reply; the proxy
+	// says why first.
+	errQueryLimit = &RequestError{"Protocol error: request exceeds client-query-buffer-limit"}
 )
 
 // minArgSize is the smallest encoding of one multibulk argument: "$0\r\n\r\n".

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -44,6 +45,32 @@ type Options struct {
 	DrainTimeout time.Duration
 	// Limits bound client requests. Zero fields take Redis's defaults.
 	Limits RequestLimits
+
+	// TLS, when set, serves clients over TLS; the handshake runs on the
+	// session's goroutine, within HandshakeTimeout. Certificates reload
+	// through its GetConfigForClient or GetCertificate.
+	TLS *tls.Config
+	// BackendTLS, when set, connects to the data nodes over TLS.
+	BackendTLS *tls.Config
+
+	// Policy, Auth, MaxClients, IdleTimeout, HandshakeTimeout and
+	// OutputLimit: see Settings. Update changes them (and HoldTimeout and
+	// Limits) while the server runs.
+	Policy           *Policy
+	Auth             *Auth
+	MaxClients       int
+	IdleTimeout      time.Duration
+	HandshakeTimeout time.Duration
+	OutputLimit      int64
+}
+
+// settings returns the part of o that Update can change.
+func (o *Options) settings() Settings {
+	return Settings{
+		HoldTimeout: o.HoldTimeout, Limits: o.Limits, Policy: o.Policy, Auth: o.Auth,
+		MaxClients: o.MaxClients, IdleTimeout: o.IdleTimeout,
+		HandshakeTimeout: o.HandshakeTimeout, OutputLimit: o.OutputLimit,
+	}
 }
 
 func (o *Options) setDefaults() {
@@ -91,6 +118,13 @@ type Server struct {
 
 	clients  atomic.Int64
 	accepted atomic.Uint64
+
+	pinnedN atomic.Int64 // sessions holding a pinned or full-duplex connection
+	fo      failoverClock
+	cur     atomic.Pointer[Settings]
+	src     atomic.Pointer[sourceBox]
+	authLim *authLimiter
+	m       *metrics
 }
 
 // NewServer checks opts and builds a Server. It does no I/O.
@@ -101,6 +135,7 @@ func NewServer(opts Options, log *zap.Logger) (*Server, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
+	st := opts.settings()
 	opts.setDefaults()
 	salt := make([]byte, 16)
 	if _, err := rand.Read(salt); err != nil {
@@ -110,7 +145,7 @@ func NewServer(opts Options, log *zap.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("proxy: parker: %w", err)
 	}
-	return &Server{
+	srv := &Server{
 		parker:   pk,
 		opts:     opts,
 		log:      log,
@@ -119,7 +154,13 @@ func NewServer(opts Options, log *zap.Logger) (*Server, error) {
 		dialer:   net.Dialer{Timeout: opts.DialTimeout},
 		salt:     salt,
 		sessions: make(map[*session]struct{}),
-	}, nil
+		authLim:  newAuthLimiter(),
+		m:        newMetrics(opts.Name),
+	}
+	st.setDefaults()
+	srv.cur.Store(&st)
+	srv.src.Store(&sourceBox{MasterSource: opts.Source, swapped: make(chan struct{})})
+	return srv, nil
 }
 
 // Run listens on Options.Listen and serves until ctx is cancelled.
@@ -184,8 +225,15 @@ func (s *Server) acceptLoop(ln net.Listener) error {
 			return fmt.Errorf("accept: %w", err)
 		}
 		backoff = 0
+		if s.clients.Load() >= int64(s.settings().MaxClients) {
+			s.refuse(nc)
+			continue
+		}
 		if tc, ok := nc.(*net.TCPConn); ok {
 			tc.SetNoDelay(true)
+		}
+		if s.opts.TLS != nil {
+			nc = tls.Server(nc, s.opts.TLS)
 		}
 		sess := newSession(s, nc)
 		s.mu.Lock()
@@ -196,6 +244,16 @@ func (s *Server) acceptLoop(ln net.Listener) error {
 		s.accepted.Add(1)
 		go sess.serve()
 	}
+}
+
+// refuse answers a client over MaxClients as Redis does, and closes it.
+func (s *Server) refuse(nc net.Conn) {
+	s.m.rejectedMax.Inc()
+	if s.opts.TLS == nil {
+		nc.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+		nc.Write([]byte("-ERR max number of clients reached\r\n"))
+	}
+	nc.Close()
 }
 
 // sessionEnded forgets a session that has closed.
@@ -230,7 +288,11 @@ func (s *Server) drain() {
 	for {
 		s.mu.Lock()
 		for sess := range s.sessions {
-			sess.stopReading()
+			// Interrupt only waits for a next command (and subscribers);
+			// a session reading a pipeline in flight finishes it.
+			if sess.idleSince.Load() != 0 || sess.streaming.Load() {
+				sess.stopReading()
+			}
 		}
 		s.mu.Unlock()
 		select {
@@ -255,10 +317,19 @@ func (s *Server) drain() {
 func (s *Server) followMaster(ctx context.Context) {
 	var current string
 	for {
-		addr, changed := s.opts.Source.Master()
+		box := s.source()
+		addr, changed := box.Master()
+		if addr == "" && current != "" {
+			s.fo.lost(time.Now()) // failover started: commands hold
+		}
 		if addr != "" && addr != current {
+			if current != "" {
+				s.fo.lost(time.Now()) // no-op when the hold already started it
+				s.fo.switched(addr)
+			}
 			n := s.pool.switchTo(addr)
 			if current != "" {
+				s.m.failovers.Inc()
 				s.log.Info("master changed", zap.String("group", s.opts.Name),
 					zap.String("old", current), zap.String("new", addr), zap.Int("closed_backends", n))
 			}
@@ -268,6 +339,7 @@ func (s *Server) followMaster(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-changed:
+		case <-box.swapped:
 		}
 	}
 }
@@ -283,10 +355,22 @@ func (s *Server) sweepIdle(ctx context.Context) {
 			return
 		case now := <-t.C:
 			cutoff := now.Add(-parkAfter).UnixNano()
+			st := s.settings()
+			timeouts := st.IdleTimeout > 0 || st.HandshakeTimeout > 0
+			idleCut := now.Add(-st.IdleTimeout).UnixNano()
 			s.mu.Lock()
 			for sess := range s.sessions {
-				if since := sess.idleSince.Load(); since != 0 && since < cutoff {
+				if since := sess.idleSince.Load(); sess.parkable && since != 0 && since < cutoff {
 					sess.conn.SetReadDeadline(past)
+				}
+				if !timeouts || sess.busy.Load() || sess.killed.Load() {
+					continue
+				}
+				switch {
+				case st.HandshakeTimeout > 0 && !sess.started.Load() && now.Sub(sess.born) > st.HandshakeTimeout:
+					sess.kill(reasonHandshake)
+				case st.IdleTimeout > 0 && !sess.streaming.Load() && sess.lastActive.Load() < idleCut:
+					sess.kill(reasonIdle)
 				}
 			}
 			s.mu.Unlock()
@@ -314,19 +398,29 @@ var errNoMaster = errors.New("no master")
 // awaitMaster returns the current master, waiting up to deadline while none
 // is known.
 func (s *Server) awaitMaster(deadline time.Time) (string, error) {
-	addr, changed := s.opts.Source.Master()
+	box := s.source()
+	addr, changed := box.Master()
 	if addr != "" {
 		return addr, nil
 	}
+	s.m.held.Inc()
+	start := time.Now()
+	defer func() { s.m.holdSeconds.Add(time.Since(start).Seconds()) }()
 	t := time.NewTimer(time.Until(deadline))
 	defer t.Stop()
 	for {
 		select {
+		case <-box.swapped:
+			box = s.source()
+			if addr, changed = box.Master(); addr != "" {
+				return addr, nil
+			}
 		case <-changed:
-			if addr, changed = s.opts.Source.Master(); addr != "" {
+			if addr, changed = box.Master(); addr != "" {
 				return addr, nil
 			}
 		case <-t.C:
+			s.m.holdTimeouts.Inc()
 			return "", errNoMaster
 		}
 	}
@@ -337,10 +431,11 @@ type Stats struct {
 	Clients  int64  // connected now
 	Parked   int    // idle clients held without a goroutine
 	Accepted uint64 // since start
+	Pinned   int64  // sessions holding a pinned or full-duplex connection
 	Pool     PoolStats
 }
 
 // Stats returns current counters.
 func (s *Server) Stats() Stats {
-	return Stats{Clients: s.clients.Load(), Parked: s.parker.count(), Accepted: s.accepted.Load(), Pool: s.pool.stats()}
+	return Stats{Clients: s.clients.Load(), Parked: s.parker.count(), Accepted: s.accepted.Load(), Pinned: s.pinnedN.Load(), Pool: s.pool.stats()}
 }

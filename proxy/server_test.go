@@ -50,7 +50,12 @@ func (f *fakeSource) set(addr string) {
 // startProxy serves a proxy in front of src until the test ends.
 func startProxy(t *testing.T, src MasterSource, mod func(*Options)) (*Server, string) {
 	t.Helper()
-	opts := Options{Name: "test", Source: src, HoldTimeout: 2 * time.Second}
+	// The differential tests use DEBUG PROTOCOL and MONITOR.
+	policy, err := NewPolicy("test", "deny", []string{"debug|protocol", "monitor"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := Options{Name: "test", Source: src, HoldTimeout: 2 * time.Second, Policy: policy}
 	if mod != nil {
 		mod(&opts)
 	}

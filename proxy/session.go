@@ -5,8 +5,10 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -43,6 +45,21 @@ type session struct {
 
 	idleSince atomic.Int64 // when the session began waiting for its client (UnixNano); 0 while busy
 
+	// For the timeouts sweep (Server.sweepTimeouts), read from its goroutine.
+	born       time.Time
+	parkable   bool         // the connection can be parked (has a descriptor; not TLS)
+	started    atomic.Bool  // a first complete command arrived
+	busy       atomic.Bool  // a batch is running
+	streaming  atomic.Bool  // full duplex: never idle
+	lastActive atomic.Int64 // end of the last batch (UnixNano)
+	killed     atomic.Bool
+
+	authed           bool  // proxy-terminated auth passed
+	deauthAfterReset bool  // RESET forwarded: authenticate again after it
+	txRefused        bool  // a command of the open MULTI was refused
+	clientID         int64 // CLIENT ID's answer on the pinned connection
+	batchStart       time.Time
+
 	infos   []cmdInfo
 	bufs    net.Buffers
 	rw      replyWriter
@@ -50,9 +67,37 @@ type session struct {
 }
 
 func newSession(srv *Server, nc net.Conn) *session {
-	s := &session{srv: srv, conn: nc, state: cleanState}
-	s.rd = newClientReader(nc, srv.bufs, srv.opts.Limits)
+	s := &session{srv: srv, conn: nc, state: cleanState, born: time.Now()}
+	_, s.parkable = nc.(syscall.Conn)
+	s.lastActive.Store(s.born.UnixNano())
+	s.rd = newClientReader(nc, srv.bufs, srv.settings().Limits)
 	return s
+}
+
+// kill closes an idle client for reason (idle or handshake timeout). The
+// session notices (EOF) on its goroutine, or when the parker resumes it.
+func (s *session) kill(reason string) {
+	if !s.killed.CompareAndSwap(false, true) {
+		return
+	}
+	s.srv.m.disconnects.WithLabelValues(reason).Inc()
+	if tc, ok := s.conn.(*net.TCPConn); ok {
+		tc.CloseRead()
+		return
+	}
+	s.conn.Close()
+}
+
+// setPinned records whether the session holds a pinned connection.
+func (s *session) setPinned(b *backend) {
+	switch {
+	case s.pinned == nil && b != nil:
+		s.srv.pinnedN.Add(1)
+	case s.pinned != nil && b == nil:
+		s.srv.pinnedN.Add(-1)
+		s.clientID = 0
+	}
+	s.pinned = b
 }
 
 // errQuit ends a session after QUIT was answered.
@@ -69,17 +114,27 @@ const parkAfter = 50 * time.Millisecond
 // sends its next command).
 func (s *session) serve() {
 	for {
-		if s.srv.draining.Load() && !s.rd.buffered() {
-			s.end()
-			return
+		draining := s.srv.draining.Load()
+		if draining && !s.rd.buffered() {
+			// Shutting down: answer what the client already sent (a
+			// pipeline in flight), then close.
+			if s.duplex != nil || !hasInput(s.conn) {
+				s.end()
+				return
+			}
+			s.conn.SetReadDeadline(time.Time{})
 		}
-		idle := s.duplex == nil && !s.rd.buffered()
+		idle := s.duplex == nil && !s.rd.buffered() && !draining
 		if idle {
 			s.idleSince.Store(time.Now().UnixNano())
 		}
 		cmds, err := s.rd.next(s.srv.opts.MaxBatch)
 		if idle {
 			s.idleSince.Store(0)
+		}
+		if err == nil {
+			s.busy.Store(true)
+			s.started.Store(true)
 		}
 		if err != nil {
 			if idle && isTimeout(err) && !s.srv.draining.Load() {
@@ -92,6 +147,11 @@ func (s *session) serve() {
 			}
 			var perr *RequestError
 			if errors.As(err, &perr) {
+				reason := reasonProtocol
+				if errors.Is(err, errQueryLimit) {
+					reason = reasonRequestTooBig
+				}
+				s.srv.m.disconnects.WithLabelValues(reason).Inc()
 				s.writeError("ERR " + perr.Error())
 				s.flush()
 			} else if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !isTimeout(err) {
@@ -108,6 +168,8 @@ func (s *session) serve() {
 		if ferr := s.flush(); err == nil {
 			err = ferr
 		}
+		s.lastActive.Store(time.Now().UnixNano())
+		s.busy.Store(false)
 		if err != nil {
 			s.end()
 			return
@@ -143,7 +205,7 @@ func (s *session) close() {
 	}
 	if s.pinned != nil {
 		s.srv.pool.discard(s.pinned)
-		s.pinned = nil
+		s.setPinned(nil)
 	}
 	s.conn.Close()
 	s.rd.release()
@@ -158,13 +220,19 @@ func (s *session) exec(cmds []Command) error {
 		s.lost(s.pinned) // decide before classifying: a lost MULTI changes what runs
 	}
 	s.infos = s.infos[:0]
+	st := s.srv.settings()
+	inMulti := s.multi
 	for i := range cmds {
-		s.infos = append(s.infos, classify(cmds[i].Args))
+		info := classify(cmds[i].Args)
+		s.vet(&cmds[i], &info, st, &inMulti)
+		s.infos = append(s.infos, info)
 	}
+	s.batchStart = time.Now()
 	start := 0
 	for i := 0; i < len(cmds); i++ {
 		info := s.infos[i]
-		local := info.kind == kindQuit || info.kind == kindRefused || (s.txLost || s.watchGone) && s.interceptTx(info.kind)
+		local := info.kind == kindQuit || info.kind == kindRefused || info.kind == kindLocalOK || info.kind == kindAbortTx ||
+			(s.txLost || s.watchGone) && s.interceptTx(info.kind)
 		if !local && info.kind != kindDuplex {
 			continue
 		}
@@ -187,6 +255,11 @@ func (s *session) exec(cmds []Command) error {
 			return errQuit
 		case info.kind == kindRefused:
 			s.writeError(info.refusal)
+		case info.kind == kindLocalOK:
+			s.writeRaw([]byte(okReply))
+			s.srv.m.cmdOK.Inc()
+		case info.kind == kindAbortTx:
+			s.abortTx()
 		default:
 			if err := s.answerLostTx(cmds[i], info.kind); err != nil {
 				return err
@@ -283,7 +356,7 @@ func (s *session) acquire() (b *backend, fresh bool, err error) {
 	if s.pinned != nil {
 		return s.pinned, false, nil
 	}
-	deadline := time.Now().Add(s.srv.opts.HoldTimeout)
+	deadline := time.Now().Add(s.srv.settings().HoldTimeout)
 	for {
 		addr, err := s.srv.awaitMaster(deadline)
 		if err != nil {
@@ -303,7 +376,7 @@ func (s *session) acquire() (b *backend, fresh bool, err error) {
 		// The master may be gone before the sentinels noticed: wait for
 		// them to name another one, or retry the same one shortly.
 		s.srv.log.Debug("dial failed, holding", zap.String("addr", addr), zap.Error(err))
-		_, changed := s.srv.opts.Source.Master()
+		_, changed := s.srv.source().Master()
 		t := time.NewTimer(min(100*time.Millisecond, time.Until(deadline)))
 		select {
 		case <-changed:
@@ -314,10 +387,18 @@ func (s *session) acquire() (b *backend, fresh bool, err error) {
 }
 
 func (s *session) dial(addr string, key poolKey, deadline time.Time) (*backend, error) {
+	// A known master gets a whole dial timeout even when the hold time is
+	// nearly (or, with hold_timeout 0, entirely) used up.
+	if least := time.Now().Add(s.srv.opts.DialTimeout); deadline.Before(least) {
+		deadline = least
+	}
 	ctx, cancel := contextWithDeadline(deadline, s.srv.opts.DialTimeout)
 	defer cancel()
-	b, err := dialBackend(ctx, &s.srv.dialer, addr, s.state, s.name, key)
+	b, err := s.srv.dialBackend(ctx, addr, s.state, s.name, key)
 	if err != nil {
+		if !errors.Is(err, errHandshake) {
+			s.srv.m.dialErrors.Inc()
+		}
 		return nil, err
 	}
 	if !s.srv.pool.add(b) {
@@ -340,10 +421,10 @@ func (s *session) acquireErrorText(err error) string {
 // release gives b back to the pool after a batch, or keeps it pinned.
 func (s *session) release(b *backend) {
 	if s.needsPin() {
-		s.pinned = b
+		s.setPinned(b)
 		return
 	}
-	s.pinned = nil
+	s.setPinned(nil)
 	b.key = s.poolKey(b.addr)
 	s.srv.pool.put(b)
 }
@@ -354,7 +435,7 @@ func (s *session) release(b *backend) {
 func (s *session) failed(b *backend) {
 	if !b.dead.Load() {
 		s.srv.pool.evict(b.addr)
-		s.srv.opts.Source.Suspect(b.addr)
+		s.srv.source().Suspect(b.addr)
 	}
 	s.lost(b)
 }
@@ -367,7 +448,7 @@ func (s *session) lost(b *backend) {
 	if s.pinned != b {
 		return
 	}
-	s.pinned = nil
+	s.setPinned(nil)
 	if s.multi {
 		s.txLost = true
 	} else if s.watching {
@@ -381,17 +462,32 @@ func (s *session) lost(b *backend) {
 // that a client that hangs up releases its backend connection. It returns a
 // function that stops the watch.
 func (s *session) watchClient(b *backend) func() {
-	if s.rd.buffered() {
-		return nil // more commands are queued: the hang-up cannot be seen
-	}
-	done := make(chan struct{})
+	done, stop := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
-		if peekClosed(s.conn, true) {
+		if !s.rd.buffered() && peekClosed(s.conn, true) {
 			b.close()
+			return
+		}
+		// The client pipelined more after the blocking command (or the
+		// wait was stopped): readability says nothing now, the TCP state
+		// still tells a hang-up.
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				if peerClosed(s.conn) {
+					b.close()
+					return
+				}
+			}
 		}
 	}()
 	return func() {
+		close(stop)
 		s.conn.SetReadDeadline(time.Unix(1, 0))
 		<-done
 		s.conn.SetReadDeadline(time.Time{})
@@ -411,8 +507,14 @@ func (s *session) writeRaw(p []byte) {
 	s.out().Write(p)
 }
 
-// writeError writes an error reply; msg starts with its code ("ERR …").
+// writeError writes an error reply of the proxy's own; msg starts with its
+// code ("ERR …").
 func (s *session) writeError(msg string) {
+	if strings.HasPrefix(msg, "NOPERM") {
+		s.srv.m.cmdDenied.Inc()
+	} else {
+		s.srv.m.cmdProxyErr.Inc()
+	}
 	w := s.out()
 	w.WriteByte('-')
 	w.WriteString(msg)

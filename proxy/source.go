@@ -13,3 +13,21 @@ type MasterSource interface {
 	// should re-check at once; it must not block the caller.
 	Suspect(addr string)
 }
+
+// sourceBox holds the server's current source; swapped is closed when
+// SetSource replaces it, so that waits on the old source end.
+type sourceBox struct {
+	MasterSource
+	swapped chan struct{}
+}
+
+// source returns the current master source.
+func (s *Server) source() *sourceBox { return s.src.Load() }
+
+// SetSource replaces the master source (a reload with new sentinels starts a
+// new watcher). Commands waiting for a master re-check at once; connections
+// follow the new source's master as they would a failover.
+func (s *Server) SetSource(src MasterSource) {
+	old := s.src.Swap(&sourceBox{MasterSource: src, swapped: make(chan struct{})})
+	close(old.swapped)
+}

@@ -36,6 +36,7 @@ type loopState struct {
 
 	errMsg        string
 	lastEvent     Event
+	eventCounts   map[string]uint64 // events about this master, by channel
 	lastChange    time.Time
 	verdicts      map[string]verdict   // last ROLE check result per address
 	checking      map[string]time.Time // running ROLE checks, by address: start time
@@ -175,6 +176,12 @@ func (w *Watcher) decide(ctx context.Context) {
 	c := choose(views, st.cur.Addr)
 	if c.epoch < st.floor && !w.acceptLower(c, views, answered, now) {
 		return // stale answers: the fresher sentinels are not answering
+	}
+	if c.epoch >= st.floor {
+		// The agreement on a lower epoch, if any, was broken: a later one
+		// must last resetRounds on its own (a stale start would let the
+		// next failover's published candidate be undone at once).
+		st.lowSince = time.Time{}
 	}
 	st.floor = max(st.floor, c.epoch)
 

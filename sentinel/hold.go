@@ -132,6 +132,12 @@ func (w *Watcher) onEvent(ctx context.Context, ev event) {
 		return
 	}
 	st.lastEvent = ev.Event
+	if st.eventCounts == nil {
+		st.eventCounts = make(map[string]uint64)
+	}
+	if len(st.eventCounts) < 64 || st.eventCounts[ev.Channel] > 0 { // channels are a small fixed set
+		st.eventCounts[ev.Channel]++
+	}
 	ref := st.cur.Addr
 	if ref == "" {
 		ref = ev.master

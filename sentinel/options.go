@@ -1,6 +1,8 @@
 package sentinel
 
 import (
+	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -43,6 +45,15 @@ type Options struct {
 
 	// DialTimeout bounds one connection attempt. Zero means 1s.
 	DialTimeout time.Duration
+
+	// TLS, when set, connects to the sentinels over TLS. A copy is made
+	// per connection with ServerName set to the sentinel's host when TLS
+	// names none. nil means plain TCP.
+	TLS *tls.Config
+
+	// DataTLS, when set, connects to the data nodes (ROLE checks) over
+	// TLS, as TLS does for the sentinels. nil means plain TCP.
+	DataTLS *tls.Config
 
 	// StopWritesWhenBlind chooses what Master reports while no sentinel
 	// answers: false (the default) keeps the last verified master, true
@@ -165,4 +176,46 @@ func hostOf(addr string) string {
 		return addr
 	}
 	return h
+}
+
+// tlsDialer returns a go-redis dialer that connects over TLS with cfg, or
+// nil (go-redis's plain dialer) when cfg is nil. Unlike go-redis's own TLS
+// dialer, the handshake is bounded by ctx as well as by timeout. The
+// configuration is cloned per connection with ServerName defaulting to the
+// dialled host; a VerifyConnection callback gets that name in
+// ConnectionState.ServerName even for an IP address (which crypto/tls leaves
+// empty there), so a callback that verifies the server itself checks the
+// name the default verification would.
+func tlsDialer(cfg *tls.Config, timeout time.Duration) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	if cfg == nil {
+		return nil
+	}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		d := net.Dialer{Timeout: timeout, KeepAlive: 15 * time.Second}
+		raw, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		c := cfg.Clone()
+		if c.ServerName == "" {
+			c.ServerName = hostOf(addr)
+		}
+		if verify := c.VerifyConnection; verify != nil {
+			name := c.ServerName
+			c.VerifyConnection = func(cs tls.ConnectionState) error {
+				cs.ServerName = name
+				return verify(cs)
+			}
+		}
+		if timeout > 0 {
+			raw.SetDeadline(time.Now().Add(timeout))
+		}
+		tc := tls.Client(raw, c)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			raw.Close()
+			return nil, fmt.Errorf("tls handshake with %s: %w", addr, err)
+		}
+		raw.SetDeadline(time.Time{})
+		return tc, nil
+	}
 }

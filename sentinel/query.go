@@ -99,6 +99,8 @@ func (w *Watcher) newSentinelClient(addr string) *redis.SentinelClient {
 		Username:                 w.opts.Username,
 		Password:                 w.opts.Password,
 		DialTimeout:              w.opts.DialTimeout,
+		TLSConfig:                w.opts.TLS,
+		Dialer:                   tlsDialer(w.opts.TLS, w.opts.DialTimeout),
 		DialerRetries:            1,
 		ReadTimeout:              w.opts.QueryTimeout,
 		WriteTimeout:             w.opts.QueryTimeout,

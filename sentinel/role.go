@@ -165,6 +165,8 @@ func (w *Watcher) newNodeClient(addr string) *redis.Client {
 		Username:                 w.opts.DataUsername,
 		Password:                 w.opts.DataPassword,
 		DialTimeout:              w.opts.DialTimeout,
+		TLSConfig:                w.opts.DataTLS,
+		Dialer:                   tlsDialer(w.opts.DataTLS, w.opts.DialTimeout),
 		DialerRetries:            1,
 		ReadTimeout:              w.opts.QueryTimeout,
 		WriteTimeout:             w.opts.QueryTimeout,

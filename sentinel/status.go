@@ -47,6 +47,9 @@ type Status struct {
 	Sentinels []SentinelStatus
 	// LastEvent is the last sentinel event about this master.
 	LastEvent Event
+	// EventCounts counts the events about this master by channel
+	// ("+switch-master", "+odown", …) since the watcher started.
+	EventCounts map[string]uint64
 	// LastChange is when Master() last changed.
 	LastChange time.Time
 }

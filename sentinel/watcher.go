@@ -3,6 +3,7 @@ package sentinel
 import (
 	"context"
 	"errors"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -324,6 +325,7 @@ func (w *Watcher) snapshot(eff string) Status {
 		Candidate:          candAddr(st.cand),
 		Error:              st.errMsg,
 		LastEvent:          st.lastEvent,
+		EventCounts:        maps.Clone(st.eventCounts),
 	}
 	if st.hold.active {
 		s.FailoverSince, s.FailoverReason = st.hold.since, st.hold.reason

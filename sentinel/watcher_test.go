@@ -380,3 +380,35 @@ func TestTornReadIsReread(t *testing.T) {
 		t.Errorf("reads = %q, want %q", reads, want)
 	}
 }
+
+// A brief agreement on a lower epoch that ends must not count towards a
+// later one: otherwise the next lower-epoch moment (the sentinels lagging
+// behind a published candidate, say) would be followed at once.
+func TestConfigResetCountsOnlyUnbrokenAgreement(t *testing.T) {
+	a := newFakeNode(t, lo, "master")
+	b := newFakeNode(t, lo, "master")
+	s1 := newFakeSentinel(t, lo, sentView{addr: b.addr, epoch: 7})
+	s2 := newFakeSentinel(t, lo, sentView{addr: b.addr, epoch: 7})
+	opts := fastOpts(addrs(s1, s2)...)
+	opts.PollInterval = 20 * time.Millisecond
+	r := startWatcher(t, opts, nil)
+	waitMaster(t, r.w, b.addr, 5*time.Second)
+	set := func(v sentView) {
+		for _, s := range []*fakeSentinel{s1, s2} {
+			s.set(v)
+		}
+	}
+	set(sentView{addr: a.addr, epoch: 5}) // a short lower-epoch moment…
+	time.Sleep(3 * opts.PollInterval)
+	set(sentView{addr: b.addr, epoch: 7}) // …that ends
+	time.Sleep(2 * resetRounds * opts.PollInterval)
+	if addr, _ := r.w.Master(); addr != b.addr {
+		t.Fatalf("Master() = %q, want %q", addr, b.addr)
+	}
+	set(sentView{addr: a.addr, epoch: 5})
+	start := time.Now()
+	waitMaster(t, r.w, a.addr, 5*time.Second)
+	if d := time.Since(start); d < resetRounds*opts.PollInterval {
+		t.Errorf("followed the lower epoch %v after the new agreement began, before %d polls: the earlier moment counted", d, resetRounds)
+	}
+}

@@ -49,8 +49,15 @@ func exitCode(err error, stderr io.Writer) int {
 // run is the whole program; it returns when ctx is cancelled and everything
 // has stopped, or when something fails.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
-	if len(args) > 0 && args[0] == "dev" {
-		return runDev(ctx, args[1:], stdout, stderr, getenv)
+	if len(args) > 0 {
+		switch args[0] {
+		case "dev":
+			return runDev(ctx, args[1:], stdout, stderr, getenv)
+		case "check":
+			return runCheck(ctx, args[1:], stdout, stderr, getenv)
+		case "health":
+			return runHealth(ctx, args[1:], stdout, stderr)
+		}
 	}
 	return runProxy(ctx, args, stdout, stderr, getenv, nil)
 }

@@ -91,8 +91,8 @@ func TestRunServesThroughSentinel(t *testing.T) {
 		t.Fatalf("master has k=%q (%v), want v", got, err)
 	}
 
-	h := adminHandler(groups)
-	for path, want := range map[string]int{"/healthz": 200, "/readyz": 200, "/metrics": 200} {
+	h := adminHandler(&app{groups: groups, reloads: newReloadsCounter()})
+	for path, want := range map[string]int{"/healthz": 200, "/readyz": 200, "/metrics": 200, "/status": 200} {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
 		if rec.Code != want {

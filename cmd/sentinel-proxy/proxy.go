@@ -6,9 +6,14 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"os/signal"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -23,15 +28,54 @@ var _ proxy.MasterSource = (*sentinel.Watcher)(nil)
 // group is one master group: its watcher and its server.
 type group struct {
 	name    string
-	watcher *sentinel.Watcher
+	listen  string // as configured
+	watcher *watcherRef
 	server  *proxy.Server
 	ln      net.Listener // Serve closes it; a second Close is harmless
 	addr    string       // where the listener listens, e.g. after port 0
+
+	wopts       sentinel.Options // the watcher's options, to see what a reload changes
+	stopServer  context.CancelFunc
+	serverDone  chan struct{}
+	stopWatcher context.CancelFunc
+	watcherDone chan struct{}
+}
+
+// watcherRef is a group's current watcher; a reload that changes the
+// sentinels or their credentials replaces it.
+type watcherRef struct {
+	p atomic.Pointer[sentinel.Watcher]
+}
+
+func newWatcherRef(w *sentinel.Watcher) *watcherRef {
+	r := &watcherRef{}
+	r.p.Store(w)
+	return r
+}
+
+func (r *watcherRef) Master() (string, <-chan struct{}) { return r.p.Load().Master() }
+func (r *watcherRef) Status() sentinel.Status           { return r.p.Load().Status() }
+
+// app is the running process: its configuration, groups and admin endpoint.
+type app struct {
+	args   []string
+	getenv func(string) string
+	log    *zap.Logger
+	level  zap.AtomicLevel
+	tls    *tlsSet
+
+	ctx  context.Context // the process's; cancelled on shutdown
+	fail func(error)
+
+	mu      sync.Mutex // guards cfg and groups (reloads are serialised by it)
+	cfg     config.Config
+	groups  []*group
+	reloads *prometheus.CounterVec
 }
 
 // runProxy runs the proxy described by the command line. When ready is not
 // nil it receives the groups once every listener is open (dev and tests
-// use it to learn the addresses).
+// use it to learn the addresses). SIGHUP reloads the configuration.
 func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string, ready func([]*group)) error {
 	cfg, err := config.Load(args, getenv)
 	if errors.Is(err, config.ErrHelp) {
@@ -44,7 +88,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	if err := cfg.Validate(); err != nil {
 		return usageError{err}
 	}
-	log, err := newLogger(cfg.LogLevel, cfg.LogFormat, stderr)
+	log, level, err := newLogger(cfg.LogLevel, cfg.LogFormat, stderr)
 	if err != nil {
 		return usageError{err}
 	}
@@ -55,65 +99,126 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	redis.SetLogger(goRedisLog{log.Named("go-redis").Sugar()})
 	log.Info("starting", zap.Object("config", cfg))
 
-	groups, err := buildGroups(cfg, log)
+	tlsSet, err := newTLSSet(cfg)
 	if err != nil {
-		return err
+		return usageError{err}
 	}
-	defer func() {
-		for _, g := range groups {
-			if g.ln != nil {
-				g.ln.Close()
-			}
+	a := &app{
+		args: args, getenv: getenv, log: log, level: level, tls: tlsSet, cfg: cfg,
+		reloads: newReloadsCounter(),
+	}
+	for _, gc := range cfg.Groups {
+		g, err := a.newGroup(cfg, gc)
+		if err != nil {
+			a.closeListeners()
+			return err
 		}
-	}()
-	for _, g := range groups {
-		if g.ln, err = net.Listen("tcp", listenAddr(cfg, g.name)); err != nil {
-			return fmt.Errorf("listen for %s: %w", g.name, err)
-		}
-		g.addr = g.ln.Addr().String()
+		a.groups = append(a.groups, g)
 	}
 	if ready != nil {
-		ready(groups)
+		ready(a.groups)
 	}
-	return serveGroups(ctx, cfg, groups, log)
+	return a.serve(ctx)
 }
 
-// buildGroups makes a watcher and a server for every master group. It does
-// no I/O.
-func buildGroups(cfg config.Config, log *zap.Logger) ([]*group, error) {
-	var groups []*group
-	for _, gc := range cfg.Groups {
-		glog := log.With(zap.String("group", gc.MasterName))
-		w, err := sentinel.New(sentinel.Options{ // logs master_name itself
-			MasterName:   gc.MasterName,
-			Sentinels:    cfg.Sentinels,
-			Username:     cfg.SentinelUsername,
-			Password:     cfg.SentinelPassword,
-			DataUsername: cfg.BackendUsername,
-			DataPassword: cfg.BackendPassword,
-			PollInterval: cfg.PollInterval,
-			QueryTimeout: cfg.QueryTimeout,
-			DialTimeout:  cfg.DialTimeout,
+func newReloadsCounter() *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sentinel_proxy_config_reloads_total", Help: "Configuration reloads (SIGHUP), by result: ok or error.",
+	}, []string{"result"})
+}
 
-			StopWritesWhenBlind: cfg.StopWritesWhenBlind,
-		}, log)
-		if err != nil {
-			return nil, fmt.Errorf("group %s: %w", gc.MasterName, err)
-		}
-		s, err := proxy.NewServer(proxy.Options{
-			Name:         gc.MasterName,
-			Listen:       gc.Listen,
-			Source:       w,
-			DialTimeout:  cfg.DialTimeout,
-			HoldTimeout:  orNegative(cfg.HoldTimeout),
-			DrainTimeout: orNegative(cfg.DrainTimeout),
-		}, glog.Named("proxy"))
-		if err != nil {
-			return nil, fmt.Errorf("group %s: %w", gc.MasterName, err)
-		}
-		groups = append(groups, &group{name: gc.MasterName, watcher: w, server: s})
+// newGroup builds a group's watcher and server and opens its listener.
+func (a *app) newGroup(cfg config.Config, gc config.Group) (*group, error) {
+	wopts := a.watcherOptions(cfg, gc.MasterName)
+	w, err := sentinel.New(wopts, a.log)
+	if err != nil {
+		return nil, fmt.Errorf("group %s: %w", gc.MasterName, err)
 	}
-	return groups, nil
+	st, err := groupSettings(cfg, gc)
+	if err != nil {
+		return nil, fmt.Errorf("group %s: %w", gc.MasterName, err)
+	}
+	ref := newWatcherRef(w)
+	s, err := proxy.NewServer(proxy.Options{
+		Name:         gc.MasterName,
+		Listen:       gc.Listen,
+		Source:       w,
+		DialTimeout:  cfg.DialTimeout,
+		DrainTimeout: orNegative(cfg.DrainTimeout),
+		TLS:          a.tls.Listener,
+		BackendTLS:   a.tls.Backend,
+
+		HoldTimeout: st.HoldTimeout, Limits: st.Limits, Policy: st.Policy, Auth: st.Auth,
+		MaxClients: st.MaxClients, IdleTimeout: st.IdleTimeout,
+		HandshakeTimeout: st.HandshakeTimeout, OutputLimit: st.OutputLimit,
+	}, a.log.With(zap.String("group", gc.MasterName)).Named("proxy"))
+	if err != nil {
+		return nil, fmt.Errorf("group %s: %w", gc.MasterName, err)
+	}
+	ln, err := net.Listen("tcp", gc.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen for %s: %w", gc.MasterName, err)
+	}
+	return &group{name: gc.MasterName, listen: gc.Listen, watcher: ref, server: s, ln: ln, addr: ln.Addr().String(), wopts: wopts}, nil
+}
+
+func (a *app) watcherOptions(cfg config.Config, name string) sentinel.Options {
+	return sentinel.Options{ // logs master_name itself
+		MasterName:   name,
+		Sentinels:    cfg.Sentinels,
+		Username:     cfg.SentinelUsername,
+		Password:     cfg.SentinelPassword,
+		DataUsername: cfg.BackendUsername,
+		DataPassword: cfg.BackendPassword,
+		PollInterval: cfg.PollInterval,
+		QueryTimeout: cfg.QueryTimeout,
+		DialTimeout:  cfg.DialTimeout,
+		TLS:          a.tls.Sentinel,
+		DataTLS:      a.tls.Backend,
+
+		StopWritesWhenBlind: cfg.StopWritesWhenBlind,
+	}
+}
+
+// groupSettings are the parts of a group's server a reload can change.
+func groupSettings(cfg config.Config, gc config.Group) (proxy.Settings, error) {
+	mode, allow, deny := cfg.CommandPolicy, cfg.AllowCommands, cfg.DenyCommands
+	if gc.CommandPolicy != "" {
+		mode = gc.CommandPolicy
+	}
+	if gc.AllowCommands != nil {
+		allow = gc.AllowCommands
+	}
+	if gc.DenyCommands != nil {
+		deny = gc.DenyCommands
+	}
+	policy, err := proxy.NewPolicy(gc.MasterName, mode, allow, deny)
+	if err != nil {
+		return proxy.Settings{}, err
+	}
+	var auth *proxy.Auth
+	if cfg.Password != "" || len(cfg.Users) > 0 {
+		var users []proxy.User
+		if cfg.Password != "" {
+			users = append(users, proxy.User{Name: "default", Password: cfg.Password})
+		}
+		for _, u := range cfg.Users {
+			users = append(users, proxy.User{Name: u.Name, Password: u.Password, PasswordSHA256: u.PasswordSHA256})
+		}
+		if auth, err = proxy.NewAuth(users, cfg.BackendUsername, cfg.BackendPassword); err != nil {
+			return proxy.Settings{}, err
+		}
+	}
+	return proxy.Settings{
+		HoldTimeout:      orNegative(cfg.HoldTimeout),
+		Limits:           proxy.RequestLimits{MaxBulk: cfg.ProtoMaxBulkLen, MaxQuery: cfg.ClientQueryBufferLimit},
+		Policy:           policy,
+		Auth:             auth,
+		MaxClients:       cfg.MaxClients,
+		IdleTimeout:      cfg.IdleTimeout,
+		HandshakeTimeout: cfg.HandshakeTimeout,
+		OutputLimit:      cfg.PubSubOutputLimit,
+	}, nil
 }
 
 // orNegative maps the configuration's "0 = none" to proxy.Options' "negative
@@ -125,67 +230,102 @@ func orNegative(d time.Duration) time.Duration {
 	return d
 }
 
-func listenAddr(cfg config.Config, name string) string {
-	for _, g := range cfg.Groups {
-		if g.MasterName == name {
-			return g.Listen
-		}
+func (a *app) closeListeners() {
+	for _, g := range a.groups {
+		g.ln.Close()
 	}
-	return ""
 }
 
-// serveGroups runs every watcher, server and the admin endpoint until ctx is
-// cancelled or one of them fails. Servers drain first; watchers stop after
-// them, so that in-flight commands keep a master to finish on.
-func serveGroups(ctx context.Context, cfg config.Config, groups []*group, log *zap.Logger) error {
+// serve runs every group and the admin endpoint until ctx is cancelled or
+// something fails, reloading on SIGHUP. Servers drain first; watchers stop
+// after them, so that in-flight commands keep a master to finish on.
+func (a *app) serve(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	watchCtx, stopWatchers := context.WithCancel(context.Background())
-	defer stopWatchers()
-
 	var (
-		mu       sync.Mutex
+		errMu    sync.Mutex
 		firstErr error
 	)
-	fail := func(err error) {
+	a.ctx = ctx
+	a.fail = func(err error) {
 		if err == nil {
 			return
 		}
-		mu.Lock()
+		errMu.Lock()
 		if firstErr == nil {
 			firstErr = err
 		}
-		mu.Unlock()
+		errMu.Unlock()
 		cancel()
 	}
-	var watchers, servers sync.WaitGroup
+	a.mu.Lock()
+	for _, g := range a.groups {
+		a.start(g)
+	}
+	a.mu.Unlock()
+
+	var adminDone chan struct{}
+	if a.cfg.Admin != "" {
+		adminDone = make(chan struct{})
+		go func() {
+			defer close(adminDone)
+			a.fail(serveAdmin(ctx, a.cfg.Admin, a, a.log.Named("admin")))
+		}()
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-hup:
+			a.reload()
+		}
+	}
+
+	a.mu.Lock()
+	groups := a.groups
+	a.mu.Unlock()
 	for _, g := range groups {
-		watchers.Add(1)
-		go func() {
-			defer watchers.Done()
-			if err := g.watcher.Run(watchCtx); err != nil {
-				fail(fmt.Errorf("sentinel watcher for %s: %w", g.name, err))
-			}
-		}()
-		servers.Add(1)
-		go func() {
-			defer servers.Done()
-			fail(g.server.Serve(ctx, g.ln))
-		}()
+		g.stopServer()
 	}
-	if cfg.Admin != "" {
-		servers.Add(1)
-		go func() {
-			defer servers.Done()
-			fail(serveAdmin(ctx, cfg.Admin, groups, log.Named("admin")))
-		}()
+	for _, g := range groups {
+		<-g.serverDone
 	}
-	<-ctx.Done()
-	servers.Wait()
-	stopWatchers()
-	watchers.Wait()
-	log.Info("stopped")
+	if adminDone != nil {
+		<-adminDone
+	}
+	for _, g := range groups {
+		g.stopWatcher()
+		<-g.watcherDone
+	}
+	a.log.Info("stopped")
 	return firstErr
+}
+
+// start runs g's watcher and server. a.mu is held.
+func (a *app) start(g *group) {
+	wctx, stopW := context.WithCancel(context.Background())
+	g.stopWatcher, g.watcherDone = stopW, make(chan struct{})
+	go func() {
+		defer close(g.watcherDone)
+		if err := g.watcher.p.Load().Run(wctx); err != nil {
+			a.fail(fmt.Errorf("sentinel watcher for %s: %w", g.name, err))
+		}
+	}()
+	sctx, stopS := context.WithCancel(a.ctx)
+	g.stopServer, g.serverDone = stopS, make(chan struct{})
+	go func() {
+		defer close(g.serverDone)
+		a.fail(g.server.Serve(sctx, g.ln))
+	}()
+}
+
+// snapshot returns the current groups, for the admin endpoint.
+func (a *app) snapshot() []*group {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]*group(nil), a.groups...)
 }
 
 // goRedisLog adapts zap to go-redis's logging interface.
@@ -193,12 +333,13 @@ type goRedisLog struct{ l *zap.SugaredLogger }
 
 func (g goRedisLog) Printf(_ context.Context, format string, v ...any) { g.l.Debugf(format, v...) }
 
-// newLogger builds the process logger.
-func newLogger(level, format string, w io.Writer) (*zap.Logger, error) {
+// newLogger builds the process logger; its level can change on reload.
+func newLogger(level, format string, w io.Writer) (*zap.Logger, zap.AtomicLevel, error) {
 	lvl, err := zapcore.ParseLevel(level)
 	if err != nil {
-		return nil, fmt.Errorf("log level: %w", err)
+		return nil, zap.AtomicLevel{}, fmt.Errorf("log level: %w", err)
 	}
+	atom := zap.NewAtomicLevelAt(lvl)
 	encCfg := zap.NewProductionEncoderConfig()
 	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
 	var enc zapcore.Encoder
@@ -208,5 +349,5 @@ func newLogger(level, format string, w io.Writer) (*zap.Logger, error) {
 		encCfg.EncodeLevel = zapcore.CapitalLevelEncoder
 		enc = zapcore.NewConsoleEncoder(encCfg)
 	}
-	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(w), lvl)), nil
+	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(w), atom)), atom, nil
 }

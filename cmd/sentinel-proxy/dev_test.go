@@ -1,0 +1,178 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// devLine is one per-second line of the demo.
+var devLine = regexp.MustCompile(`(?m)^\s+t\+(\d+)s\s+writes/s\s+(\d+)\s+errors (\d+)\s+master (\S+)`)
+
+// TestDevDemo runs the scripted demo, shortened: 3 s of writes, SENTINEL
+// FAILOVER, 8 s later kill -9 of the master and its restart, the summary at
+// 22 s. The output must show the writes going on, the master changing twice
+// and no acknowledged write lost.
+func TestDevDemo(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	var out, errOut readableBuffer
+	began := time.Now()
+	err := run(ctx, []string{"dev", "--steady", "3s", "--kill-after", "8s", "--duration", "22s",
+		"--rate", "400", "--writers", "4", "--listen", "127.0.0.1:0", "--admin", ""},
+		&out, &errOut, noEnv)
+	text := out.String()
+	t.Logf("dev took %v; stdout:\n%s\nstderr:\n%s", time.Since(began).Round(time.Second), text, errOut.String())
+	if err != nil {
+		t.Fatalf("dev: %v", err)
+	}
+
+	lines := devLine.FindAllStringSubmatch(text, -1)
+	checks := []struct {
+		name string
+		ok   func() bool
+	}{
+		{"a line per second for the whole script", func() bool { return len(lines) >= 20 }},
+		{"writes/s above 0 on most lines", func() bool {
+			n := 0
+			for _, l := range lines {
+				if w, _ := strconv.Atoi(l[2]); w > 0 {
+					n++
+				}
+			}
+			return n >= len(lines)-5
+		}},
+		{"the master changes at least twice", func() bool {
+			changes, prev := 0, ""
+			for _, l := range lines {
+				if m := l[4]; m != "none," {
+					if prev != "" && m != prev {
+						changes++
+					}
+					prev = m
+				}
+			}
+			return changes >= 2
+		}},
+		{"the failover and the kill are noted", func() bool {
+			return strings.Contains(text, "SENTINEL FAILOVER sent") && strings.Contains(text, "kill -9 of master") &&
+				strings.Count(text, "verified and in use by the proxy") >= 2
+		}},
+		{"acknowledged writes are counted", func() bool {
+			m := regexp.MustCompile(`writes acknowledged: (\d+)`).FindStringSubmatch(text)
+			n := 0
+			if m != nil {
+				n, _ = strconv.Atoi(m[1])
+			}
+			return n > 1000
+		}},
+		{"no acknowledged write lost", func() bool { return strings.Contains(text, "lost acknowledged writes: 0\n") }},
+	}
+	for _, c := range checks {
+		if !c.ok() {
+			t.Errorf("%s: not so in the output above", c.name)
+		}
+	}
+}
+
+// TestDevInterrupted cancels the demo after its first line (Ctrl-C): run
+// returns without error and nothing it started still listens.
+func TestDevInterrupted(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	runCtx, interrupt := context.WithCancel(ctx)
+	stdout := &readableBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		done <- run(runCtx, []string{"dev", "--rate", "200", "--listen", "127.0.0.1:0", "--admin", ""},
+			stdout, &readableBuffer{}, noEnv)
+	}()
+	deadline := time.Now().Add(60 * time.Second)
+	for !devLine.MatchString(stdout.String()) {
+		select {
+		case err := <-done:
+			t.Fatalf("dev ended before its first line: %v\n%s", err, stdout.String())
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no per-second line after 60 s:\n%s", stdout.String())
+		}
+	}
+	interrupt()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("dev after Ctrl-C: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("dev did not return 30 s after Ctrl-C")
+	}
+	text := stdout.String()
+	if !strings.Contains(text, "interrupted at t+") {
+		t.Errorf("no interruption note:\n%s", text)
+	}
+	intro := regexp.MustCompile(`proxy (\S+) in front of \S+ \(master (\S+) \(redis-1\), sentinels \[([^\]]+)\]`).FindStringSubmatch(text)
+	if intro == nil {
+		t.Fatalf("no intro line with the addresses:\n%s", text)
+	}
+	addrs := append([]string{intro[1], intro[2]}, strings.Fields(intro[3])...)
+	for _, a := range addrs {
+		if c, err := net.DialTimeout("tcp", a, time.Second); err == nil {
+			c.Close()
+			t.Errorf("%s still accepts connections after dev returned", a)
+		}
+	}
+}
+
+// TestDevRejectsBadScript checks the script flags before anything starts.
+func TestDevRejectsBadScript(t *testing.T) {
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"steady beyond duration", []string{"--steady", "30s", "--duration", "20s"}, "--steady"},
+		{"negative kill-after", []string{"--kill-after", "-1s"}, "--kill-after"},
+		{"no writers", []string{"--writers", "0"}, "--writers"},
+		{"rate below writers", []string{"--rate", "2"}, "--rate"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			err := run(context.Background(), append([]string{"dev"}, c.args...), &stdout, &stderr, noEnv)
+			if code := exitCode(err, &stderr); code != 2 {
+				t.Fatalf("exit code %d, want 2 (err %v)", code, err)
+			}
+			if !strings.Contains(stderr.String(), c.want) {
+				t.Errorf("stderr does not name %s: %s", c.want, stderr.String())
+			}
+			if stdout.Len() > 0 {
+				t.Errorf("something started: %s", stdout.String())
+			}
+		})
+	}
+}
+
+// readableBuffer is a buffer the test reads while run writes to it.
+type readableBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (r *readableBuffer) Write(p []byte) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.b.Write(p)
+}
+
+func (r *readableBuffer) String() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.b.String()
+}
