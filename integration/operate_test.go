@@ -367,3 +367,67 @@ func TestOperateGracefulShutdown(t *testing.T) {
 		direct.Del(ctx, keys...)
 	}
 }
+
+// Out of file descriptors: accepting slows down (and says so) but the proxy
+// keeps running and serves again once descriptors are free.
+func TestOperateOutOfFileDescriptors(t *testing.T) {
+	prlimit, err := exec.LookPath("prlimit")
+	if err != nil {
+		t.Skip("prlimit (util-linux) not installed")
+	}
+	topo := sharedStack(t, false).Topo
+	listen := freeAddr(t)
+	p := &proxyProc{admin: freeAddr(t), out: &syncBuffer{}, exited: make(chan struct{})}
+	p.cmd = exec.Command(prlimit, "--nofile=64:64", "--", proxyBinary(t, topo),
+		"--listen", listen, "--master-name", topo.MasterName(), "--sentinels", strings.Join(topo.SentinelAddrs(), ","),
+		"--admin", p.admin, "--drain-timeout", "0s")
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p.pid = p.cmd.Process.Pid // prlimit execs the proxy: same PID
+	go func() { p.waitErr = p.cmd.Wait(); close(p.exited) }()
+	t.Cleanup(func() {
+		_ = syscall.Kill(p.pid, syscall.SIGKILL)
+		<-p.exited
+		if t.Failed() {
+			t.Logf("proxy output:\n%s", p.out.String())
+		}
+	})
+	waitFor(t, 20*time.Second, "proxy ready", func() bool {
+		code, _ := httpGet(p.admin, "/readyz")
+		return code == http.StatusOK || p.dead()
+	})
+
+	// Far more connections than descriptors.
+	var conns []net.Conn
+	for range 150 {
+		c, err := net.DialTimeout("tcp", listen, 2*time.Second)
+		if err != nil {
+			break
+		}
+		conns = append(conns, c)
+	}
+	waitFor(t, 10*time.Second, "the proxy to report running out of descriptors", func() bool {
+		return strings.Contains(p.out.String(), "accept failed, slowing down")
+	})
+	if p.dead() {
+		t.Fatalf("the proxy exited when out of descriptors: %v", p.waitErr)
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	// Served again once descriptors are free.
+	waitFor(t, 20*time.Second, "a client served after the descriptors are back", func() bool {
+		c, err := net.DialTimeout("tcp", listen, time.Second)
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(2 * time.Second))
+		c.Write([]byte("PING\r\n"))
+		line, err := bufio.NewReader(c).ReadString('\n')
+		return err == nil && line == "+PONG\r\n"
+	})
+	t.Logf("%d connections opened against a 64-descriptor proxy; it slowed down, stayed up and served again", len(conns))
+}

@@ -276,7 +276,7 @@ func (s *session) exec(cmds []Command) error {
 // Errors that concern only these commands are answered to the client with
 // error replies; a returned error ends the session.
 func (s *session) forward(cmds []Command, infos []cmdInfo) error {
-	b, fresh, err := s.acquire()
+	b, _, err := s.acquire()
 	if err != nil {
 		for range cmds {
 			s.writeError(s.acquireErrorText(err))
@@ -293,11 +293,12 @@ func (s *session) forward(cmds []Command, infos []cmdInfo) error {
 		send = append([]Command{{Raw: []byte(pingCmd)}}, cmds...)
 	}
 	n, err := s.write(b, send)
-	if err != nil && n == 0 && !fresh {
-		// Nothing reached the server: the pooled or pinned connection was
-		// closed under us (the master changed). Safe to send again, unless
+	for try := 0; err != nil && n == 0 && try < 3; try++ {
+		// Nothing reached the server: the connection was closed under us
+		// (the master changed, or died and its other idle connections are
+		// dead too: failed drops them all). Safe to send again, unless
 		// the connection carried a transaction these commands belong to.
-		s.lost(b)
+		s.failed(b)
 		if s.txLost || s.watchGone {
 			return s.answerLost(cmds, infos)
 		}
