@@ -101,11 +101,22 @@ func freeAddr(t *testing.T) string {
 // for /readyz and kills it (by PID) when t ends.
 func startProxy(t *testing.T, topo *topology.Topology, extra ...string) *proxyProc {
 	t.Helper()
-	p := &proxyProc{addr: freeAddr(t), admin: freeAddr(t), out: &syncBuffer{}, exited: make(chan struct{})}
-	args := append([]string{"--listen", p.addr, "--master-name", topo.MasterName(),
-		"--sentinels", strings.Join(topo.SentinelAddrs(), ","), "--admin", p.admin,
+	addr, admin := freeAddr(t), freeAddr(t)
+	args := append([]string{proxyBinary(t, topo), "--listen", addr, "--master-name", topo.MasterName(),
+		"--sentinels", strings.Join(topo.SentinelAddrs(), ","), "--admin", admin,
 		"--log-level", "warn", "--drain-timeout", "0s"}, extra...)
-	p.cmd = exec.Command(proxyBinary(t, topo), args...)
+	p := launchProxy(t, admin, args...)
+	p.addr = addr
+	return p
+}
+
+// launchProxy runs argv (the binary, or a wrapper that execs it, such as
+// prlimit) whose admin endpoint is admin, waits for /readyz, and stops it
+// by PID when t ends (SIGTERM, then SIGKILL after 5 s).
+func launchProxy(t *testing.T, admin string, argv ...string) *proxyProc {
+	t.Helper()
+	p := &proxyProc{admin: admin, out: &syncBuffer{}, exited: make(chan struct{})}
+	p.cmd = exec.Command(argv[0], argv[1:]...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start proxy: %v", err)
@@ -113,7 +124,9 @@ func startProxy(t *testing.T, topo *topology.Topology, extra ...string) *proxyPr
 	p.pid = p.cmd.Process.Pid
 	go func() { p.waitErr = p.cmd.Wait(); close(p.exited) }()
 	t.Cleanup(func() {
-		_ = syscall.Kill(p.pid, syscall.SIGTERM)
+		if !p.dead() {
+			_ = syscall.Kill(p.pid, syscall.SIGTERM)
+		}
 		select {
 		case <-p.exited:
 		case <-time.After(5 * time.Second):
@@ -133,7 +146,7 @@ func startProxy(t *testing.T, topo *topology.Topology, extra ...string) *proxyPr
 			}
 		}
 		if p.dead() || time.Now().After(deadline) {
-			t.Fatalf("proxy %v not ready (exited: %v, %v); output:\n%s", args, p.dead(), p.waitErr, p.out.String())
+			t.Fatalf("proxy %v not ready (exited: %v, %v); output:\n%s", argv, p.dead(), p.waitErr, p.out.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

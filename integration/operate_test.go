@@ -39,28 +39,8 @@ func startConfigProxy(t *testing.T, topo *topology.Topology, body string) *confi
 	if err := os.WriteFile(file, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p := &proxyProc{admin: freeAddr(t), out: &syncBuffer{}, exited: make(chan struct{})}
-	p.cmd = exec.Command(proxyBinary(t, topo), "--config", file, "--admin", p.admin)
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start proxy: %v", err)
-	}
-	p.pid = p.cmd.Process.Pid
-	go func() { p.waitErr = p.cmd.Wait(); close(p.exited) }()
-	t.Cleanup(func() {
-		_ = syscall.Kill(p.pid, syscall.SIGKILL)
-		<-p.exited
-		if t.Failed() {
-			t.Logf("proxy output:\n%s", p.out.String())
-		}
-	})
-	waitFor(t, 20*time.Second, "proxy ready", func() bool {
-		code, _ := httpGet(p.admin, "/readyz")
-		return code == http.StatusOK || p.dead()
-	})
-	if p.dead() {
-		t.Fatalf("proxy exited: %v\n%s", p.waitErr, p.out.String())
-	}
+	admin := freeAddr(t)
+	p := launchProxy(t, admin, proxyBinary(t, topo), "--config", file, "--admin", admin)
 	return &configProxy{proxyProc: p, file: file}
 }
 
@@ -377,27 +357,11 @@ func TestOperateOutOfFileDescriptors(t *testing.T) {
 	}
 	topo := sharedStack(t, false).Topo
 	listen := freeAddr(t)
-	p := &proxyProc{admin: freeAddr(t), out: &syncBuffer{}, exited: make(chan struct{})}
-	p.cmd = exec.Command(prlimit, "--nofile=64:64", "--", proxyBinary(t, topo),
+	admin := freeAddr(t)
+	// prlimit execs the proxy: the PID is the proxy's.
+	p := launchProxy(t, admin, prlimit, "--nofile=64:64", "--", proxyBinary(t, topo),
 		"--listen", listen, "--master-name", topo.MasterName(), "--sentinels", strings.Join(topo.SentinelAddrs(), ","),
-		"--admin", p.admin, "--drain-timeout", "0s")
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p.pid = p.cmd.Process.Pid // prlimit execs the proxy: same PID
-	go func() { p.waitErr = p.cmd.Wait(); close(p.exited) }()
-	t.Cleanup(func() {
-		_ = syscall.Kill(p.pid, syscall.SIGKILL)
-		<-p.exited
-		if t.Failed() {
-			t.Logf("proxy output:\n%s", p.out.String())
-		}
-	})
-	waitFor(t, 20*time.Second, "proxy ready", func() bool {
-		code, _ := httpGet(p.admin, "/readyz")
-		return code == http.StatusOK || p.dead()
-	})
+		"--admin", admin, "--drain-timeout", "0s")
 
 	// Far more connections than descriptors.
 	var conns []net.Conn

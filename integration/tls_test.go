@@ -10,16 +10,9 @@ package integration
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -36,86 +29,15 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/sentinel-proxy/sentinel-proxy/integration/testpki"
 	"github.com/sentinel-proxy/sentinel-proxy/proxy"
 	"github.com/sentinel-proxy/sentinel-proxy/sentinel"
 )
 
-// tlsPKI is a throwaway CA, one certificate for every Redis process and the
-// proxy's listener (server and client use, 127.0.0.1 and localhost), and
-// one client certificate, as PEM files.
-type tlsPKI struct {
-	caFile, certFile, keyFile string
-	pool                      *x509.CertPool
-	node                      tls.Certificate // the Redis processes' (and the proxy's) certificate
-	client                    tls.Certificate
-}
-
-func newTLSPKI(t *testing.T, name string) *tlsPKI {
-	t.Helper()
-	dir := t.TempDir()
-	write := func(file, typ string, der []byte) string {
-		p := filepath.Join(dir, file)
-		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caCert, _ := x509.ParseCertificate(caDER)
-	issue := func(serial int64, usage []x509.ExtKeyUsage, dns []string, ips []net.IP) ([]byte, []byte) {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: fmt.Sprintf("%s %d", name, serial)},
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: usage, DNSNames: dns, IPAddresses: ips}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		kder, err := x509.MarshalECPrivateKey(key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return der, kder
-	}
-	p := &tlsPKI{caFile: write("ca.crt", "CERTIFICATE", caDER), pool: x509.NewCertPool()}
-	p.pool.AddCert(caCert)
-	der, kder := issue(2, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		[]string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)})
-	p.certFile, p.keyFile = write("node.crt", "CERTIFICATE", der), write("node.key", "EC PRIVATE KEY", kder)
-	if p.node, err = tls.LoadX509KeyPair(p.certFile, p.keyFile); err != nil {
-		t.Fatal(err)
-	}
-	cder, ckder := issue(3, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, nil, nil)
-	if p.client, err = tls.X509KeyPair(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cder}),
-		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: ckder})); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-// clientConfig verifies servers against p's CA and presents p's client
-// certificate.
-func (p *tlsPKI) clientConfig() *tls.Config {
-	return &tls.Config{RootCAs: p.pool, Certificates: []tls.Certificate{p.client}, MinVersion: tls.VersionTLS12}
-}
-
 // tlsTopo is a TLS-only master, replica and two sentinels.
 type tlsTopo struct {
-	pki                  *tlsPKI
-	master, replica      string // TLS addresses
+	clientTLS            *tls.Config // for direct clients: the CA and a client certificate
+	master, replica      string      // TLS addresses
 	sentinels            []string
 	dir                  string
 	logs                 map[string]string // name → log file
@@ -123,15 +45,16 @@ type tlsTopo struct {
 }
 
 // startTLSTopo starts the processes and waits until the sentinels know the
-// replica and each other. Every process is killed by PID when t ends.
-func startTLSTopo(t *testing.T, pki *tlsPKI) *tlsTopo {
+// replica and each other; clientTLS is what the checks connect with. Every
+// process is killed by PID when t ends.
+func startTLSTopo(t *testing.T, pki *testpki.Files, clientTLS *tls.Config) *tlsTopo {
 	t.Helper()
 	server, err1 := exec.LookPath("redis-server")
 	sentinelBin, err2 := exec.LookPath("redis-sentinel")
 	if err1 != nil || err2 != nil {
 		t.Fatalf("redis-server and redis-sentinel are required (make deps): %v %v", err1, err2)
 	}
-	tp := &tlsTopo{pki: pki, dir: t.TempDir(), logs: map[string]string{}, masterName: "tlsmaster", redisBin: server}
+	tp := &tlsTopo{clientTLS: clientTLS, dir: t.TempDir(), logs: map[string]string{}, masterName: "tlsmaster", redisBin: server}
 	t.Cleanup(func() {
 		if t.Failed() {
 			for name, f := range tp.logs {
@@ -146,12 +69,12 @@ func startTLSTopo(t *testing.T, pki *tlsPKI) *tlsTopo {
 			"port 0", // no plain TCP at all
 			"tls-port " + strconv.Itoa(port),
 			"bind 127.0.0.1", "protected-mode no", "daemonize no",
-			"tls-cert-file " + pki.certFile, "tls-key-file " + pki.keyFile, "tls-ca-cert-file " + pki.caFile,
+			"tls-cert-file " + pki.CertFile, "tls-key-file " + pki.KeyFile, "tls-ca-cert-file " + pki.CAFile,
 			"tls-auth-clients yes", // clients need a certificate
 			"tls-replication yes",  // replicas and sentinels reach the data nodes over TLS
 		}
 	}
-	mport, rport := tlsFreePort(t), tlsFreePort(t)
+	mport, rport := freeLoopbackPort(t), freeLoopbackPort(t)
 	tp.master, tp.replica = tlsJoin(mport), tlsJoin(rport)
 	data := []string{`save ""`, "appendonly no", "repl-diskless-sync yes", "repl-diskless-sync-delay 0"}
 	tp.start(t, "master", server, append(common(mport), data...))
@@ -167,7 +90,7 @@ func startTLSTopo(t *testing.T, pki *tlsPKI) *tlsTopo {
 		return nil
 	})
 	for i := range 2 {
-		port := tlsFreePort(t)
+		port := freeLoopbackPort(t)
 		tp.sentinels = append(tp.sentinels, tlsJoin(port))
 		tp.start(t, fmt.Sprintf("sentinel-%d", i+1), sentinelBin, append(common(port),
 			fmt.Sprintf("sentinel monitor %s 127.0.0.1 %d 1", tp.masterName, mport),
@@ -226,7 +149,7 @@ func (tp *tlsTopo) start(t *testing.T, name, bin string, conf []string) {
 // certificate, RESP2, no retries.
 func (tp *tlsTopo) client(addr string) *redis.Client {
 	return redis.NewClient(&redis.Options{
-		Addr: addr, TLSConfig: tp.pki.clientConfig(), Protocol: 2, DisableIdentity: true,
+		Addr: addr, TLSConfig: tp.clientTLS, Protocol: 2, DisableIdentity: true,
 		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
 		MaxRetries:               -1, DialTimeout: time.Second, ReadTimeout: 2 * time.Second,
 	})
@@ -262,16 +185,6 @@ func (tp *tlsTopo) runID(t *testing.T, addr string) string {
 		t.Fatalf("run_id of %s: %v", addr, err)
 	}
 	return id
-}
-
-func tlsFreePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 func tlsJoin(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
@@ -318,14 +231,19 @@ func tlsProxyClient(addr string, tlsCfg *tls.Config) *redis.Client {
 // of it, and checks every side: see the subtests.
 func TestTLS(t *testing.T) {
 	log := zaptest.NewLogger(t, zaptest.Level(zapcore.InfoLevel))
-	pki := newTLSPKI(t, "tls test ca")
-	wrong := newTLSPKI(t, "wrong ca")
-	tp := startTLSTopo(t, pki)
+	// pki is every Redis process's (and the proxy listener's) CA and
+	// certificate; client is a client-only certificate from the same CA,
+	// wrongClient one from another CA.
+	pki := testpki.NewFiles(t, "tls test ca")
+	wrong := testpki.NewCA(t, "wrong ca")
+	client, wrongClient := pki.CA.KeyPair(t, testpki.ClientLeaf(3)), wrong.KeyPair(t, testpki.ClientLeaf(3))
+	clientTLS := pki.CA.ClientConfig(client)
+	tp := startTLSTopo(t, pki, clientTLS)
 
 	// The watcher talks TLS to the sentinels and (ROLE) to the data nodes.
 	w, err := sentinel.New(sentinel.Options{
 		MasterName: tp.masterName, Sentinels: tp.sentinels[:1],
-		TLS: pki.clientConfig(), DataTLS: pki.clientConfig(),
+		TLS: pki.CA.ClientConfig(client), DataTLS: pki.CA.ClientConfig(client),
 		PollInterval: 200 * time.Millisecond,
 	}, log.Named("watcher"))
 	if err != nil {
@@ -341,12 +259,12 @@ func TestTLS(t *testing.T) {
 		}
 	})
 
-	listener := &tls.Config{Certificates: []tls.Certificate{pki.node}, MinVersion: tls.VersionTLS12}
-	mutual := &tls.Config{Certificates: []tls.Certificate{pki.node}, MinVersion: tls.VersionTLS12,
-		ClientCAs: pki.pool, ClientAuth: tls.RequireAndVerifyClientCert}
-	mainAddr := startTLSProxy(t, "main", w, listener, pki.clientConfig(), log)
-	withCert := &tls.Config{RootCAs: pki.pool, Certificates: []tls.Certificate{pki.client}}
-	noCert := &tls.Config{RootCAs: pki.pool}
+	listener := &tls.Config{Certificates: []tls.Certificate{pki.Cert}, MinVersion: tls.VersionTLS12}
+	mutual := &tls.Config{Certificates: []tls.Certificate{pki.Cert}, MinVersion: tls.VersionTLS12,
+		ClientCAs: pki.CA.Pool(), ClientAuth: tls.RequireAndVerifyClientCert}
+	mainAddr := startTLSProxy(t, "main", w, listener, pki.CA.ClientConfig(client), log)
+	withCert := &tls.Config{RootCAs: pki.CA.Pool(), Certificates: []tls.Certificate{client}}
+	noCert := &tls.Config{RootCAs: pki.CA.Pool()}
 	masterID := tp.runID(t, tp.master)
 
 	t.Run("sentinel over tls", func(t *testing.T) {
@@ -406,7 +324,7 @@ func TestTLS(t *testing.T) {
 	})
 
 	t.Run("mutual tls", func(t *testing.T) {
-		addr := startTLSProxy(t, "mutual", w, mutual, pki.clientConfig(), log)
+		addr := startTLSProxy(t, "mutual", w, mutual, pki.CA.ClientConfig(client), log)
 		cases := []struct {
 			name    string
 			cfg     *tls.Config
@@ -415,10 +333,10 @@ func TestTLS(t *testing.T) {
 			{"client certificate", withCert, ""},
 			{"no client certificate", noCert, "certificate required"},
 			// TLS 1.2 has no certificate_required alert.
-			{"no client certificate, tls 1.2", &tls.Config{RootCAs: pki.pool, MaxVersion: tls.VersionTLS12}, "handshake failure"},
+			{"no client certificate, tls 1.2", &tls.Config{RootCAs: pki.CA.Pool(), MaxVersion: tls.VersionTLS12}, "handshake failure"},
 			// crypto/tls offers only a certificate from a CA the server
 			// names, so the server sees none.
-			{"certificate from another ca", &tls.Config{RootCAs: pki.pool, Certificates: []tls.Certificate{wrong.client}}, "certificate required"},
+			{"certificate from another ca", &tls.Config{RootCAs: pki.CA.Pool(), Certificates: []tls.Certificate{wrongClient}}, "certificate required"},
 		}
 		for _, tc := range cases {
 			t.Run(tc.name, func(t *testing.T) {
@@ -442,11 +360,11 @@ func TestTLS(t *testing.T) {
 			backend *tls.Config
 			errText string // "" = must work
 		}{
-			{"right ca", pki.clientConfig(), ""},
-			{"right ca, by name", &tls.Config{RootCAs: pki.pool, Certificates: []tls.Certificate{pki.client}, ServerName: "localhost"}, ""},
-			{"wrong ca", &tls.Config{RootCAs: wrong.pool, Certificates: []tls.Certificate{pki.client}}, "certificate signed by unknown authority"},
-			{"wrong name", &tls.Config{RootCAs: pki.pool, Certificates: []tls.Certificate{pki.client}, ServerName: "redis.example"}, "not redis.example"},
-			{"no client certificate", &tls.Config{RootCAs: pki.pool}, "-"},
+			{"right ca", pki.CA.ClientConfig(client), ""},
+			{"right ca, by name", &tls.Config{RootCAs: pki.CA.Pool(), Certificates: []tls.Certificate{client}, ServerName: "localhost"}, ""},
+			{"wrong ca", &tls.Config{RootCAs: wrong.Pool(), Certificates: []tls.Certificate{client}}, "certificate signed by unknown authority"},
+			{"wrong name", &tls.Config{RootCAs: pki.CA.Pool(), Certificates: []tls.Certificate{client}, ServerName: "redis.example"}, "not redis.example"},
+			{"no client certificate", &tls.Config{RootCAs: pki.CA.Pool()}, "-"},
 			{"plain to a tls port", nil, "-"},
 		}
 		for _, tc := range cases {

@@ -188,6 +188,23 @@ func (r *clientReader) idle() {
 	}
 }
 
+// rawConnOf returns the descriptor access of conn (of the TCP connection
+// under TLS: a TLS record waiting is data too), or nil when it has none.
+func rawConnOf(conn net.Conn) syscall.RawConn {
+	if tc, ok := conn.(*tls.Conn); ok {
+		conn = tc.NetConn()
+	}
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return raw
+}
+
 // peekClosed reports whether the peer of conn has closed the connection (or
 // it failed), without consuming anything. With wait false it answers at once
 // and reports false when it cannot tell; pooled backend connections the
@@ -196,20 +213,13 @@ func (r *clientReader) idle() {
 // goroutine ends the wait, reported as false. That is how a client hanging
 // up during a blocking command releases its backend connection.
 func peekClosed(conn net.Conn, wait bool) bool {
-	if tc, ok := conn.(*tls.Conn); ok {
-		conn = tc.NetConn() // a TLS record waiting is data too
-	}
-	sc, ok := conn.(syscall.Conn)
-	if !ok {
-		return false
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
+	raw := rawConnOf(conn)
+	if raw == nil {
 		return false
 	}
 	var closed bool
 	var b [1]byte
-	err = raw.Read(func(fd uintptr) bool {
+	err := raw.Read(func(fd uintptr) bool {
 		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 		switch {
 		case errors.Is(err, syscall.EAGAIN), errors.Is(err, syscall.EINTR):
@@ -226,44 +236,25 @@ func peekClosed(conn net.Conn, wait bool) bool {
 }
 
 // hasInput reports whether conn has bytes waiting to be read, without
-// consuming them or blocking. Connections without a descriptor (TLS) report
-// false.
+// consuming them or blocking.
 func hasInput(conn net.Conn) bool {
-	sc, ok := conn.(syscall.Conn)
-	if !ok {
-		return false
+	n := 0
+	if raw := rawConnOf(conn); raw != nil {
+		var b [1]byte
+		raw.Control(func(fd uintptr) {
+			n, _, _ = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		})
 	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	var n int
-	var b [1]byte
-	raw.Control(func(fd uintptr) {
-		n, _, _ = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-	})
 	return n > 0
 }
 
 // peerClosed reports whether the peer of conn has sent its FIN (or the
 // connection is gone), even while unread data waits in front of it: the
-// kernel's TCP state says so (CLOSE_WAIT). Connections without a
-// descriptor report false.
+// kernel's TCP state says so (CLOSE_WAIT).
 func peerClosed(conn net.Conn) bool {
-	if tc, ok := conn.(*tls.Conn); ok {
-		conn = tc.NetConn()
-	}
-	sc, ok := conn.(syscall.Conn)
-	if !ok {
-		return false
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
 	closed := false
-	raw.Control(func(fd uintptr) {
-		closed = tcpPeerClosed(int(fd))
-	})
+	if raw := rawConnOf(conn); raw != nil {
+		raw.Control(func(fd uintptr) { closed = tcpPeerClosed(int(fd)) })
+	}
 	return closed
 }

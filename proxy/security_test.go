@@ -1,8 +1,10 @@
 package proxy
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -312,18 +314,16 @@ func TestMetricsCount(t *testing.T) {
 	}
 }
 
-// A master that dies with commands in flight: reads and SELECT are answered
-// by the next master; a write gets "may have run".
-func TestInFlightReadsRetried(t *testing.T) {
-	r := startRedis(t)
+// dyingMaster is a source whose master reads one command on each
+// connection, then drops it, and the sentinels name next instead.
+func dyingMaster(t *testing.T, next string) *fakeSource {
+	t.Helper()
 	dead, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer dead.Close()
+	t.Cleanup(func() { dead.Close() })
 	src := newFakeSource(dead.Addr().String())
-	// The dying master reads a command, then drops the connection, and
-	// the sentinels name the real one.
 	go func() {
 		for {
 			c, err := dead.Accept()
@@ -334,14 +334,21 @@ func TestInFlightReadsRetried(t *testing.T) {
 				buf := make([]byte, 1024)
 				c.Read(buf)
 				c.Close()
-				src.set(r)
+				src.set(next)
 			}()
 		}
 	}()
+	return src
+}
+
+// A master that dies with commands in flight: reads and SELECT are answered
+// by the next master; a write gets "may have run".
+func TestInFlightReadsRetried(t *testing.T) {
+	r := startRedis(t)
 	direct := dialRedis(t, r)
 	direct.do("SELECT", "5")
 	direct.do("SET", "inflight", "here")
-	_, paddr := startProxy(t, src, nil)
+	_, paddr := startProxy(t, dyingMaster(t, r), nil)
 	c := dialRedis(t, paddr)
 	c.send("*2\r\n$6\r\nSELECT\r\n$1\r\n5\r\n*2\r\n$3\r\nGET\r\n$8\r\ninflight\r\n")
 	if got := c.reply(); got != "+OK\r\n" {
@@ -358,26 +365,13 @@ func TestInFlightReadsRetried(t *testing.T) {
 
 func TestInFlightWriteMayHaveRun(t *testing.T) {
 	r := startRedis(t)
-	dead, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dead.Close()
-	src := newFakeSource(dead.Addr().String())
-	go func() {
-		c, err := dead.Accept()
-		if err != nil {
-			return
-		}
-		buf := make([]byte, 1024)
-		c.Read(buf)
-		c.Close()
-		src.set(r)
-	}()
-	_, paddr := startProxy(t, src, nil)
+	_, paddr := startProxy(t, dyingMaster(t, r), nil)
 	c := dialRedis(t, paddr)
 	if got := c.do("SET", "k", "v"); !strings.Contains(got, "may have run") {
 		t.Fatalf("SET in flight = %q, want may have run", got)
+	}
+	if got := dialRedis(t, r).do("EXISTS", "k"); got != ":0\r\n" {
+		t.Fatalf("the write was sent again to the next master: EXISTS k = %q", got)
 	}
 }
 
@@ -394,5 +388,46 @@ func TestEndlessInlineLineRefusedQuickly(t *testing.T) {
 	}
 	if d := time.Since(start); d > 3*time.Second { // took seconds per 64 KiB before
 		t.Errorf("refused after %v", d)
+	}
+}
+
+// Draining answers a pipeline the client already sent, even when the
+// session was parked (idle) as it arrived.
+func TestDrainAnswersPipelineInFlight(t *testing.T) {
+	r := startRedis(t)
+	src := newFakeSource(r)
+	srv, err := NewServer(Options{Name: "drain", Source: src, DrainTimeout: 10 * time.Second}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	c := dialRedis(t, ln.Addr().String())
+	if got := c.do("PING"); got != "+PONG\r\n" {
+		t.Fatal(got)
+	}
+	waitFor(t, func() bool { return srv.Stats().Parked == 1 })
+	const n = 2000
+	var batch strings.Builder
+	for i := range n {
+		fmt.Fprintf(&batch, "SET drain:%d %d\r\n", i, i)
+	}
+	go c.nc.Write([]byte(batch.String()))
+	cancel()
+	for i := range n {
+		if got := c.reply(); got != "+OK\r\n" {
+			t.Fatalf("reply %d = %q", i, got)
+		}
+	}
+	if got := c.reply(); got != "EOF" {
+		t.Fatalf("after the batch: %q, want EOF", got)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -277,7 +277,7 @@ func isTemporary(err error) bool {
 func (s *Server) drain() {
 	s.draining.Store(true)
 	for _, sess := range s.parker.close() {
-		sess.end()
+		go sess.serve() // answers what it may have sent meanwhile, then ends
 	}
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()

@@ -109,20 +109,31 @@ var errQuit = errors.New("quit")
 // the past, so the hot path sets no deadline of its own.
 const parkAfter = 50 * time.Millisecond
 
+// drainQuiet is how long a draining session waits for more of a pipeline
+// before it closes.
+const drainQuiet = 100 * time.Millisecond
+
 // serve runs the session until the client leaves, the server drains, or the
 // session is parked (it then runs again, on a new goroutine, when the client
 // sends its next command).
 func (s *session) serve() {
 	for {
 		draining := s.srv.draining.Load()
+		quiet := false // waiting drainQuiet for more of a pipeline
 		if draining && !s.rd.buffered() {
 			// Shutting down: answer what the client already sent (a
-			// pipeline in flight), then close.
-			if s.duplex != nil || !hasInput(s.conn) {
+			// pipeline in flight, which may still be arriving), then
+			// close once it has been quiet for drainQuiet.
+			if s.duplex != nil {
 				s.end()
 				return
 			}
-			s.conn.SetReadDeadline(time.Time{})
+			if hasInput(s.conn) {
+				s.conn.SetReadDeadline(time.Time{})
+			} else {
+				s.conn.SetReadDeadline(time.Now().Add(drainQuiet))
+				quiet = true
+			}
 		}
 		idle := s.duplex == nil && !s.rd.buffered() && !draining
 		if idle {
@@ -144,6 +155,12 @@ func (s *session) serve() {
 					return
 				}
 				continue // a request started arriving: read it without a deadline
+			}
+			if isTimeout(err) && !quiet && s.srv.draining.Load() && !s.killed.Load() {
+				// The drain ended the wait for a next command: see
+				// whether the client sent one meanwhile.
+				s.conn.SetReadDeadline(time.Time{})
+				continue
 			}
 			var perr *RequestError
 			if errors.As(err, &perr) {

@@ -2,92 +2,17 @@ package proxy
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
-	"math/big"
 	"net"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sentinel-proxy/sentinel-proxy/integration/testpki"
 )
-
-// testPKI is a throwaway CA with a server certificate for 127.0.0.1 and
-// localhost, and PEM files of all of it in a temporary directory.
-type testPKI struct {
-	pool              *x509.CertPool
-	server            tls.Certificate
-	caFile            string
-	certFile, keyFile string
-	caCert            *x509.Certificate
-	dir               string
-}
-
-func newTestPKI(t *testing.T) *testPKI {
-	t.Helper()
-	p := &testPKI{dir: t.TempDir()}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "proxy test ca"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.caCert, _ = x509.ParseCertificate(der)
-	p.pool = x509.NewCertPool()
-	p.pool.AddCert(p.caCert)
-	p.caFile = p.write(t, "ca.crt", "CERTIFICATE", der)
-
-	skey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf := &x509.Certificate{
-		SerialNumber: big.NewInt(42), Subject: pkix.Name{CommonName: "redis"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		DNSNames:    []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	sder, err := x509.CreateCertificate(rand.Reader, leaf, p.caCert, &skey.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(skey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.certFile = p.write(t, "server.crt", "CERTIFICATE", sder)
-	p.keyFile = p.write(t, "server.key", "EC PRIVATE KEY", kder)
-	if p.server, err = tls.LoadX509KeyPair(p.certFile, p.keyFile); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-func (p *testPKI) write(t *testing.T, name, typ string, der []byte) string {
-	t.Helper()
-	f := filepath.Join(p.dir, name)
-	if err := os.WriteFile(f, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return f
-}
 
 // freePort returns a loopback port that was free a moment ago.
 func freePort(t *testing.T) int {
@@ -102,11 +27,11 @@ func freePort(t *testing.T) int {
 
 // startTLSRedis runs redis-server with a TLS port next to its plain one (the
 // plain one is startRedis's readiness check) and returns the TLS address.
-func startTLSRedis(t *testing.T, p *testPKI) string {
+func startTLSRedis(t *testing.T, p *testpki.Files) string {
 	t.Helper()
 	port := freePort(t)
-	startRedis(t, "--tls-port", strconv.Itoa(port), "--tls-cert-file", p.certFile,
-		"--tls-key-file", p.keyFile, "--tls-ca-cert-file", p.caFile, "--tls-auth-clients", "optional")
+	startRedis(t, "--tls-port", strconv.Itoa(port), "--tls-cert-file", p.CertFile,
+		"--tls-key-file", p.KeyFile, "--tls-ca-cert-file", p.CAFile, "--tls-auth-clients", "optional")
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 }
 
@@ -114,8 +39,8 @@ func startTLSRedis(t *testing.T, p *testPKI) string {
 // TLS-only Redis port, with and without backend TLS and with a backend CA
 // that does not match.
 func TestTLSProxyBothSides(t *testing.T) {
-	p := newTestPKI(t)
-	other := newTestPKI(t)
+	p := testpki.NewFiles(t, "proxy test ca")
+	other := testpki.NewCA(t, "proxy test ca") // same name, another key
 	redisTLS := startTLSRedis(t, p)
 
 	cases := []struct {
@@ -124,21 +49,21 @@ func TestTLSProxyBothSides(t *testing.T) {
 		want    string // reply prefix to SET
 		errText string // in the error reply
 	}{
-		{"backend tls", &tls.Config{RootCAs: p.pool}, "+OK", ""},
-		{"backend tls by name", &tls.Config{RootCAs: p.pool, ServerName: "localhost"}, "+OK", ""},
+		{"backend tls", &tls.Config{RootCAs: p.CA.Pool()}, "+OK", ""},
+		{"backend tls by name", &tls.Config{RootCAs: p.CA.Pool(), ServerName: "localhost"}, "+OK", ""},
 		{"backend plain to a tls port", nil, "-", ""},
-		{"backend wrong ca", &tls.Config{RootCAs: other.pool}, "-", "certificate signed by unknown authority"},
-		{"backend wrong name", &tls.Config{RootCAs: p.pool, ServerName: "redis.example"}, "-", "not redis.example"},
+		{"backend wrong ca", &tls.Config{RootCAs: other.Pool()}, "-", "certificate signed by unknown authority"},
+		{"backend wrong name", &tls.Config{RootCAs: p.CA.Pool(), ServerName: "redis.example"}, "-", "not redis.example"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			_, addr := startProxy(t, newFakeSource(redisTLS), func(o *Options) {
-				o.TLS = &tls.Config{Certificates: []tls.Certificate{p.server}}
+				o.TLS = &tls.Config{Certificates: []tls.Certificate{p.Cert}}
 				o.BackendTLS = tc.backend
 				o.HoldTimeout = 5 * time.Second
 				o.DialTimeout = time.Second
 			})
-			nc, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, &tls.Config{RootCAs: p.pool, ServerName: "localhost"})
+			nc, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, &tls.Config{RootCAs: p.CA.Pool(), ServerName: "localhost"})
 			if err != nil {
 				t.Fatalf("tls dial proxy: %v", err)
 			}
@@ -165,11 +90,11 @@ func TestTLSProxyBothSides(t *testing.T) {
 // the TLS listener is closed without an answer in RESP and the proxy keeps
 // serving TLS clients.
 func TestTLSPlainClientRefused(t *testing.T) {
-	p := newTestPKI(t)
+	p := testpki.NewFiles(t, "proxy test ca")
 	redisTLS := startTLSRedis(t, p)
 	_, addr := startProxy(t, newFakeSource(redisTLS), func(o *Options) {
-		o.TLS = &tls.Config{Certificates: []tls.Certificate{p.server}}
-		o.BackendTLS = &tls.Config{RootCAs: p.pool}
+		o.TLS = &tls.Config{Certificates: []tls.Certificate{p.Cert}}
+		o.BackendTLS = &tls.Config{RootCAs: p.CA.Pool()}
 	})
 	plain := dialRedis(t, addr)
 	plain.send("*1\r\n$4\r\nPING\r\n")
@@ -179,7 +104,7 @@ func TestTLSPlainClientRefused(t *testing.T) {
 	if strings.Contains(string(b[:n]), "PONG") {
 		t.Fatalf("plain client answered %q by the tls listener", b[:n])
 	}
-	nc, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: p.pool, ServerName: "127.0.0.1"})
+	nc, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: p.CA.Pool(), ServerName: "127.0.0.1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,11 +119,11 @@ func TestTLSPlainClientRefused(t *testing.T) {
 // replay over TLS, the server name handed to VerifyConnection for an IP,
 // the handshake deadline, and the reset on close.
 func TestTLSDialBackend(t *testing.T) {
-	p := newTestPKI(t)
+	p := testpki.NewFiles(t, "proxy test ca")
 	redisTLS := startTLSRedis(t, p)
 
 	t.Run("replay over tls", func(t *testing.T) {
-		srv := newTLSTestServer(t, &tls.Config{RootCAs: p.pool}, time.Second)
+		srv := newTLSTestServer(t, &tls.Config{RootCAs: p.CA.Pool()}, time.Second)
 		b, err := srv.dialBackend(context.Background(), redisTLS, connState{db: 3, proto: 2}, "tls-test", poolKey{})
 		if err != nil {
 			t.Fatal(err)
@@ -255,7 +180,7 @@ func TestTLSDialBackend(t *testing.T) {
 				c.Close()
 			}
 		}()
-		srv := newTLSTestServer(t, &tls.Config{RootCAs: p.pool}, 300*time.Millisecond)
+		srv := newTLSTestServer(t, &tls.Config{RootCAs: p.CA.Pool()}, 300*time.Millisecond)
 		began := time.Now()
 		_, err = srv.dialBackend(context.Background(), ln.Addr().String(), cleanState, "", poolKey{})
 		if err == nil || time.Since(began) > 3*time.Second {
@@ -264,7 +189,7 @@ func TestTLSDialBackend(t *testing.T) {
 	})
 
 	t.Run("close resets the tcp connection", func(t *testing.T) {
-		ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{p.server}})
+		ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{p.Cert}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -281,7 +206,7 @@ func TestTLSDialBackend(t *testing.T) {
 			_, err = c.Read(make([]byte, 1)) // handshake, then wait for the close
 			readErr <- err
 		}()
-		srv := newTLSTestServer(t, &tls.Config{RootCAs: p.pool}, time.Second)
+		srv := newTLSTestServer(t, &tls.Config{RootCAs: p.CA.Pool()}, time.Second)
 		b, err := srv.dialBackend(context.Background(), ln.Addr().String(), cleanState, "", poolKey{})
 		if err != nil {
 			t.Fatal(err)

@@ -2,14 +2,12 @@ package sentinel
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 
-	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 )
 
@@ -127,21 +125,9 @@ func (w *Watcher) inspect(ctx context.Context, addr string) Report {
 
 	// GET-MASTER-ADDR-BY-NAME first: its nil reply says "unknown name"
 	// without matching the text of SENTINEL MASTER's error.
-	hp, err := c.GetMasterAddrByName(ctx, name).Result()
-	switch {
-	case errors.Is(err, redis.Nil):
-		r.Unknown = true
-		return r
-	case err != nil:
-		r.Err = fmt.Errorf("sentinel get-master-addr-by-name: %w", err)
-		return r
-	case len(hp) != 2:
-		r.Err = fmt.Errorf("sentinel get-master-addr-by-name: %d fields, want 2", len(hp))
-		return r
-	}
-	var ok bool
-	if r.Addr, ok = nodeAddr(hp[0], hp[1], host); !ok {
-		r.Err = fmt.Errorf("sentinel get-master-addr-by-name: bad address %q %q", hp[0], hp[1])
+	var err error
+	if r.Addr, r.Unknown, err = masterAddr(ctx, c, name, host); r.Unknown || err != nil {
+		r.Err = err
 		return r
 	}
 

@@ -192,24 +192,16 @@ func (w *Watcher) read(ctx context.Context, s *sentinelConn) (a answer) {
 	// A Redis error to SENTINEL MASTER is "no such master" or a refusal
 	// (NOAUTH, ACL); GET-MASTER-ADDR-BY-NAME tells which without matching
 	// the error text.
-	hp, err := s.client.GetMasterAddrByName(ctx, name).Result()
+	var err error
+	a.addr, a.unknown, err = masterAddr(ctx, s.client, name, s.host)
 	switch {
-	case errors.Is(err, redis.Nil):
-		a.unknown = true
+	case a.unknown:
 		return a
-	case err != nil:
-		a.err = fmt.Errorf("sentinel get-master-addr-by-name: %w", err)
-		return a
-	case infoErr != nil:
-		a.err = fmt.Errorf("sentinel master: %w", infoErr)
-		return a
-	case len(hp) != 2:
-		a.err = fmt.Errorf("sentinel get-master-addr-by-name: %d fields, want 2", len(hp))
-		return a
+	case err == nil && infoErr != nil:
+		err = fmt.Errorf("sentinel master: %w", infoErr)
 	}
-	var ok bool
-	if a.addr, ok = nodeAddr(hp[0], hp[1], s.host); !ok {
-		a.err = fmt.Errorf("sentinel get-master-addr-by-name: bad address %q %q", hp[0], hp[1])
+	if err != nil {
+		a.err = err
 		return a
 	}
 	if a.epoch, err = strconv.ParseInt(info["config-epoch"], 10, 64); err != nil {
@@ -321,4 +313,24 @@ func (w *Watcher) learnPeers(ctx context.Context, a answer) {
 			}
 		}
 	}
+}
+
+// masterAddr asks c for the address of the master called name (a wildcard
+// address stands for host, the sentinel's own). unknown is true when the
+// sentinel does not monitor that name.
+func masterAddr(ctx context.Context, c *redis.SentinelClient, name, host string) (addr string, unknown bool, err error) {
+	hp, err := c.GetMasterAddrByName(ctx, name).Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return "", true, nil
+	case err != nil:
+		return "", false, fmt.Errorf("sentinel get-master-addr-by-name: %w", err)
+	case len(hp) != 2:
+		return "", false, fmt.Errorf("sentinel get-master-addr-by-name: %d fields, want 2", len(hp))
+	}
+	addr, ok := nodeAddr(hp[0], hp[1], host)
+	if !ok {
+		return "", false, fmt.Errorf("sentinel get-master-addr-by-name: bad address %q %q", hp[0], hp[1])
+	}
+	return addr, false, nil
 }

@@ -151,7 +151,7 @@ func (a *app) newGroup(cfg config.Config, gc config.Group) (*group, error) {
 		HoldTimeout: st.HoldTimeout, Limits: st.Limits, Policy: st.Policy, Auth: st.Auth,
 		MaxClients: st.MaxClients, IdleTimeout: st.IdleTimeout,
 		HandshakeTimeout: st.HandshakeTimeout, OutputLimit: st.OutputLimit,
-	}, a.log.With(zap.String("group", gc.MasterName)).Named("proxy"))
+	}, a.log.Named("proxy")) // the server names its group in every line
 	if err != nil {
 		return nil, fmt.Errorf("group %s: %w", gc.MasterName, err)
 	}

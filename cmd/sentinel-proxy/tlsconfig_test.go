@@ -3,124 +3,18 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/sentinel-proxy/sentinel-proxy/config"
+	"github.com/sentinel-proxy/sentinel-proxy/integration/testpki"
 )
-
-// testCA is a throwaway certificate authority.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
-
-func newTestCA(t *testing.T, cn string) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: cn},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-// leaf describes a certificate to issue.
-type leaf struct {
-	serial   int64
-	dns      []string
-	ips      []net.IP
-	usage    x509.ExtKeyUsage // ServerAuth when zero
-	notAfter time.Time        // a day from now when zero
-}
-
-// serverLeaf is a server certificate for 127.0.0.1 and localhost.
-func serverLeaf(serial int64) leaf {
-	return leaf{serial: serial, dns: []string{"localhost"}, ips: []net.IP{net.IPv4(127, 0, 0, 1)}}
-}
-
-func clientLeaf(serial int64) leaf {
-	return leaf{serial: serial, usage: x509.ExtKeyUsageClientAuth}
-}
-
-// issue returns the PEM certificate and key of l, signed by ca.
-func (ca *testCA) issue(t *testing.T, l leaf) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if l.usage == 0 {
-		l.usage = x509.ExtKeyUsageServerAuth
-	}
-	if l.notAfter.IsZero() {
-		l.notAfter = time.Now().Add(24 * time.Hour)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(l.serial),
-		Subject:      pkix.Name{CommonName: fmt.Sprintf("leaf-%d", l.serial)},
-		NotBefore:    time.Now().Add(-2 * time.Hour),
-		NotAfter:     l.notAfter,
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{l.usage},
-		DNSNames:     l.dns,
-		IPAddresses:  l.ips,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
-}
-
-// writeFile writes b to dir/name and returns the path.
-func writeFile(t *testing.T, dir, name string, b []byte) string {
-	t.Helper()
-	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-// keyPair writes l's certificate and key under dir as name.crt/name.key.
-func (ca *testCA) keyPair(t *testing.T, dir, name string, l leaf) (certFile, keyFile string) {
-	c, k := ca.issue(t, l)
-	return writeFile(t, dir, name+".crt", c), writeFile(t, dir, name+".key", k)
-}
 
 // tlsEcho serves TLS with cfg on 127.0.0.1:0 until the test ends: each
 // connection is answered one line with the serial of the client's
@@ -198,33 +92,30 @@ func dialRaw(cfg *tls.Config, addr string) (serverSerial, answer string, err err
 // verification does: wrong CA, wrong name, wrong usage, expired.
 func TestTLSClientVerifiesLikeDefault(t *testing.T) {
 	dir := t.TempDir()
-	ca, other := newTestCA(t, "test ca"), newTestCA(t, "other ca")
-	caFile := writeFile(t, dir, "ca.pem", ca.pem)
+	ca, other := testpki.NewCA(t, "test ca"), testpki.NewCA(t, "other ca")
+	caFile := ca.WriteCert(t, dir, "ca")
+	loopback := []net.IP{net.IPv4(127, 0, 0, 1)}
 
 	cases := []struct {
 		name       string
-		signer     *testCA
-		leaf       leaf
+		signer     *testpki.CA
+		leaf       testpki.Leaf
 		serverName string // configured; "" = the dialled host
 		host       string // dialled host
 		ok         bool
 	}{
-		{"ip san", ca, serverLeaf(2), "", "127.0.0.1", true},
-		{"dns san", ca, serverLeaf(3), "", "localhost", true},
-		{"configured name", ca, serverLeaf(4), "localhost", "127.0.0.1", true},
-		{"wrong ca", other, serverLeaf(5), "", "127.0.0.1", false},
-		{"wrong configured name", ca, serverLeaf(6), "redis.example", "127.0.0.1", false},
-		{"ip not in sans", ca, leaf{serial: 7, dns: []string{"localhost"}, ips: []net.IP{net.IPv4(10, 0, 0, 1)}}, "", "127.0.0.1", false},
-		{"client-only usage", ca, leaf{serial: 8, ips: []net.IP{net.IPv4(127, 0, 0, 1)}, usage: x509.ExtKeyUsageClientAuth}, "", "127.0.0.1", false},
-		{"expired", ca, leaf{serial: 9, ips: []net.IP{net.IPv4(127, 0, 0, 1)}, notAfter: time.Now().Add(-time.Hour)}, "", "127.0.0.1", false},
+		{"ip san", ca, testpki.ServerLeaf(2), "", "127.0.0.1", true},
+		{"dns san", ca, testpki.ServerLeaf(3), "", "localhost", true},
+		{"configured name", ca, testpki.ServerLeaf(4), "localhost", "127.0.0.1", true},
+		{"wrong ca", other, testpki.ServerLeaf(5), "", "127.0.0.1", false},
+		{"wrong configured name", ca, testpki.ServerLeaf(6), "redis.example", "127.0.0.1", false},
+		{"ip not in sans", ca, testpki.Leaf{Serial: 7, DNSNames: []string{"localhost"}, IPs: []net.IP{net.IPv4(10, 0, 0, 1)}}, "", "127.0.0.1", false},
+		{"client-only usage", ca, testpki.Leaf{Serial: 8, IPs: loopback, Usage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, "", "127.0.0.1", false},
+		{"expired", ca, testpki.Leaf{Serial: 9, IPs: loopback, NotBefore: time.Now().Add(-2 * time.Hour), NotAfter: time.Now().Add(-time.Hour)}, "", "127.0.0.1", false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			cert, key := tc.signer.issue(t, tc.leaf)
-			kp, err := tls.X509KeyPair(cert, key)
-			if err != nil {
-				t.Fatal(err)
-			}
+			kp := tc.signer.KeyPair(t, tc.leaf)
 			addr := tlsEcho(t, &tls.Config{Certificates: []tls.Certificate{kp}})
 
 			cfg := config.Default()
@@ -236,8 +127,7 @@ func TestTLSClientVerifiesLikeDefault(t *testing.T) {
 			_, _, gotErr := dialAs(set.Backend, addr, tc.host)
 
 			// What crypto/tls says by itself.
-			pool := x509.NewCertPool()
-			pool.AppendCertsFromPEM(ca.pem)
+			pool := ca.Pool()
 			name := tc.serverName
 			if name == "" {
 				name = tc.host
@@ -259,12 +149,11 @@ func TestTLSClientVerifiesLikeDefault(t *testing.T) {
 // the dialled IP still never gets an unverified name accepted.
 func TestTLSClientNoNameFailsClosed(t *testing.T) {
 	dir := t.TempDir()
-	ca := newTestCA(t, "test ca")
-	cert, key := ca.issue(t, serverLeaf(2))
-	kp, _ := tls.X509KeyPair(cert, key)
+	ca := testpki.NewCA(t, "test ca")
+	kp := ca.KeyPair(t, testpki.ServerLeaf(2))
 	addr := tlsEcho(t, &tls.Config{Certificates: []tls.Certificate{kp}})
 	cfg := config.Default()
-	cfg.SentinelTLS, cfg.SentinelTLSCAFile = true, writeFile(t, dir, "ca.pem", ca.pem)
+	cfg.SentinelTLS, cfg.SentinelTLSCAFile = true, ca.WriteCert(t, dir, "ca")
 	set, err := newTLSSet(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -283,13 +172,11 @@ func TestTLSClientNoNameFailsClosed(t *testing.T) {
 // mutual TLS.
 func TestTLSListener(t *testing.T) {
 	dir := t.TempDir()
-	ca := newTestCA(t, "test ca")
-	caFile := writeFile(t, dir, "ca.pem", ca.pem)
-	certFile, keyFile := ca.keyPair(t, dir, "server", serverLeaf(10))
-	ccert, ckey := ca.issue(t, clientLeaf(11))
-	clientKP, _ := tls.X509KeyPair(ccert, ckey)
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(ca.pem)
+	ca := testpki.NewCA(t, "test ca")
+	caFile := ca.WriteCert(t, dir, "ca")
+	certFile, keyFile := ca.WriteKeyPair(t, dir, "server", testpki.ServerLeaf(10))
+	clientKP := ca.KeyPair(t, testpki.ClientLeaf(11))
+	pool := ca.Pool()
 
 	cases := []struct {
 		name     string
@@ -338,11 +225,10 @@ func TestTLSListener(t *testing.T) {
 // every side, and that a broken file leaves the old material in use.
 func TestTLSReload(t *testing.T) {
 	dir := t.TempDir()
-	ca1, ca2 := newTestCA(t, "ca one"), newTestCA(t, "ca two")
-	both := append(append([]byte{}, ca1.pem...), ca2.pem...)
-	certFile, keyFile := ca1.keyPair(t, dir, "listener", serverLeaf(100))
-	backendCA := writeFile(t, dir, "backend-ca.pem", ca1.pem)
-	bCert, bKey := ca1.keyPair(t, dir, "backend-client", clientLeaf(300))
+	ca1, ca2 := testpki.NewCA(t, "ca one"), testpki.NewCA(t, "ca two")
+	certFile, keyFile := ca1.WriteKeyPair(t, dir, "listener", testpki.ServerLeaf(100))
+	backendCA := ca1.WriteCert(t, dir, "backend-ca")
+	bCert, bKey := ca1.WriteKeyPair(t, dir, "backend-client", testpki.ClientLeaf(300))
 
 	cfg := config.Default()
 	cfg.TLSCertFile, cfg.TLSKeyFile = certFile, keyFile
@@ -352,14 +238,13 @@ func TestTLSReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	lisAddr := tlsEcho(t, set.Listener)
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(both)
+	pool := ca1.Pool() // both CAs
+	pool.AddCert(ca2.Cert)
 	client := &tls.Config{RootCAs: pool, ServerName: "localhost"}
 
 	// A data node with a certificate from ca2, requiring client
 	// certificates from either CA.
-	nodeCert, nodeKey := ca2.issue(t, serverLeaf(400))
-	nodeKP, _ := tls.X509KeyPair(nodeCert, nodeKey)
+	nodeKP := ca2.KeyPair(t, testpki.ServerLeaf(400))
 	nodeAddr := tlsEcho(t, &tls.Config{Certificates: []tls.Certificate{nodeKP}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert})
 
 	check := func(step, wantListener string, wantNodeOK bool, wantClient string) {
@@ -374,31 +259,31 @@ func TestTLSReload(t *testing.T) {
 	}
 	check("initial", "100", false, "") // the node's ca2 is not trusted yet
 
-	ca1.keyPair(t, dir, "listener", serverLeaf(101))
-	ca2.keyPair(t, dir, "backend-client", clientLeaf(301))
-	writeFile(t, dir, "backend-ca.pem", ca2.pem)
+	ca1.WriteKeyPair(t, dir, "listener", testpki.ServerLeaf(101))
+	ca2.WriteKeyPair(t, dir, "backend-client", testpki.ClientLeaf(301))
+	ca2.WriteCert(t, dir, "backend-ca")
 	if err := set.Reload(cfg); err != nil {
 		t.Fatalf("reload: %v", err)
 	}
 	check("after reload", "101", true, "301")
 
 	// Broken files: every side keeps what it had.
-	ca1.keyPair(t, dir, "listener", serverLeaf(102))
-	writeFile(t, dir, "backend-ca.pem", []byte("not a certificate\n"))
+	ca1.WriteKeyPair(t, dir, "listener", testpki.ServerLeaf(102))
+	testpki.WriteFile(t, dir, "backend-ca.crt", []byte("not a certificate\n"))
 	if err := set.Reload(cfg); err == nil {
 		t.Fatal("reload with a broken CA file succeeded")
 	}
 	check("after broken reload", "101", true, "301")
 
-	writeFile(t, dir, "listener.key", []byte("-----BEGIN EC PRIVATE KEY-----\ngarbage\n-----END EC PRIVATE KEY-----\n"))
-	writeFile(t, dir, "backend-ca.pem", ca2.pem)
+	testpki.WriteFile(t, dir, "listener.key", []byte("-----BEGIN EC PRIVATE KEY-----\ngarbage\n-----END EC PRIVATE KEY-----\n"))
+	ca2.WriteCert(t, dir, "backend-ca")
 	if err := set.Reload(cfg); err == nil {
 		t.Fatal("reload with a broken key file succeeded")
 	}
 	check("after broken key", "101", true, "301")
 
 	// A change that needs a restart is refused, nothing swapped.
-	ca1.keyPair(t, dir, "listener", serverLeaf(103))
+	ca1.WriteKeyPair(t, dir, "listener", testpki.ServerLeaf(103))
 	for _, change := range []func(*config.Config){
 		func(c *config.Config) { c.SentinelTLS = true },
 		func(c *config.Config) { c.BackendTLSServerName = "localhost" },
