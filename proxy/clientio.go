@@ -103,23 +103,26 @@ func (r *clientReader) fill(need int) error {
 		if r.owned == nil {
 			r.buf = nil // a dedicated buffer is dropped as soon as it is drained
 		}
-	case need > len(r.buf):
-		// One request larger than the buffer: give it a buffer of its own,
-		// growing geometrically with what actually arrived, never beyond
+	case r.end < len(r.buf):
+		// Room left: read into it.
+	case need > len(r.buf) || pending == len(r.buf):
+		// Full, and one request needs more than this buffer: give it a
+		// buffer of its own, twice what actually arrived, never beyond
 		// what the request says it needs. A client that announces a huge
 		// bulk (or a million arguments) and sends little gets a small
-		// buffer; a line with no end yet (need is only len+1) doubles it
-		// instead of growing by a byte; a 100 MB SET costs about its size
-		// plus the copies of the doubling.
-		size := max(2*len(r.buf), 2*readBufSize)
-		if need > len(r.buf)+1 { // a known size, not just "more"
+		// buffer; a line with no end yet (need is only pending+1) doubles
+		// it rather than growing by a byte; a 100 MB SET costs about its
+		// size plus the copies of the doubling.
+		size := max(2*pending, 2*readBufSize)
+		if need > pending+1 { // a known size, not just "more"
 			size = min(size, need)
 		}
 		big := make([]byte, size)
 		copy(big, r.buf[r.start:r.end])
 		r.release()
 		r.buf, r.start, r.end = big, 0, pending
-	case r.end == len(r.buf):
+	default:
+		// Full, but the request fits once the buffer is compacted.
 		copy(r.buf, r.buf[r.start:r.end])
 		r.start, r.end = 0, pending
 	}
