@@ -142,6 +142,9 @@ func Usage() string {
 	b.WriteString(`Usage:
   sentinel-proxy --listen ADDR --master-name NAME --sentinels HOST:PORT[,HOST:PORT...] [flags]
   sentinel-proxy --config FILE [flags]
+  sentinel-proxy check --config FILE [flags]   check the configuration against the live sentinels
+  sentinel-proxy health [--url URL]            probe the admin endpoint (container health checks)
+  sentinel-proxy dev [--keep|--manual]         local throwaway topology with a failover demo
 
 Serves Redis clients on a fixed address and forwards their commands to the
 master that Redis Sentinel currently names, following failovers.
@@ -192,7 +195,7 @@ func newFlagSet() *pflag.FlagSet {
 	fs.Bool("stop-writes-when-blind", d.StopWritesWhenBlind, "refuse commands while no sentinel answers, instead of serving the last verified master")
 	fs.String("backend-username", d.BackendUsername, "the proxy's own ACL `user` on the Redis data nodes")
 	fs.String("backend-password", d.BackendPassword, "the proxy's own `password` on the Redis data nodes")
-	fs.String("password", d.Password, "proxy-terminated auth: `password` clients must AUTH with (their traffic then uses the backend credentials); passthrough when empty")
+	fs.String("password", d.Password, "proxy-terminated auth: `password` clients must AUTH with (their traffic then uses the backend credentials); passthrough when empty (prefer the environment)")
 	fs.String("tls-cert-file", d.TLSCertFile, "client listener TLS certificate `file` (PEM); TLS is on when set")
 	fs.String("tls-key-file", d.TLSKeyFile, "client listener TLS private key `file` (PEM)")
 	fs.String("tls-client-ca-file", d.TLSClientCAFile, "CA bundle `file`: require client certificates signed by it (mutual TLS)")
@@ -207,12 +210,12 @@ func newFlagSet() *pflag.FlagSet {
 	fs.String("sentinel-tls-server-name", d.SentinelTLSServerName, "`name` the sentinels' certificates must carry (the dialled host when empty)")
 	fs.String("sentinel-tls-cert-file", d.SentinelTLSCertFile, "client certificate `file` for the sentinels")
 	fs.String("sentinel-tls-key-file", d.SentinelTLSKeyFile, "client key `file` for the sentinels")
-	fs.String("command-policy", d.CommandPolicy, "`deny`: refuse the built-in dangerous commands plus --deny-commands; allow: only --allow-commands")
+	fs.String("command-policy", d.CommandPolicy, "command `policy`: deny refuses the built-in dangerous commands plus --deny-commands; allow permits only --allow-commands")
 	fs.StringSlice("allow-commands", d.AllowCommands, "`commands` (name or name|subcommand) allowed: exceptions to the deny list, or the whole allow list")
 	fs.StringSlice("deny-commands", d.DenyCommands, "`commands` (name or name|subcommand) refused besides the built-in list")
 	fs.Int("max-clients", d.MaxClients, "most client connections per group")
 	fs.Int64("proto-max-bulk-len", d.ProtoMaxBulkLen, "largest bulk argument a client may send, in `bytes`")
-	fs.Int64("client-query-buffer-limit", d.ClientQueryBufferLimit, "most unanswered request `bytes` per client")
+	fs.Int64("client-query-buffer-limit", d.ClientQueryBufferLimit, "largest request (all its arguments) a client may send, in `bytes`")
 	fs.Int64("pubsub-output-limit", d.PubSubOutputLimit, "disconnect a subscriber that leaves this many `bytes` unread (0: off)")
 	fs.Duration("idle-timeout", d.IdleTimeout, "close clients idle this long (0: never)")
 	fs.Duration("handshake-timeout", d.HandshakeTimeout, "time a new client has to send its first command (0: no limit)")
