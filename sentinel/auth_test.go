@@ -35,7 +35,7 @@ func TestAuth(t *testing.T) {
 		{name: "no sentinel password", sentPass: sentPass, wantSentErr: "NOAUTH",
 			opts: func(o *Options) {}},
 		{name: "data node needs a password", nodePass: dataPass,
-			opts: func(o *Options) {}, wantLog: "cannot verify ROLE on "},
+			opts: func(o *Options) {}, wantLog: "set --backend-password"},
 		{name: "wrong data password", nodePass: dataPass,
 			opts: func(o *Options) { o.DataPassword = "nope" }, wantLog: "WRONGPASS"},
 	}

@@ -3,6 +3,7 @@ package sentinel
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -110,9 +111,12 @@ func (w *Watcher) onRole(ctx context.Context, res roleResult) {
 func (w *Watcher) roleProblem(res roleResult) {
 	st := &w.st
 	var problem string
-	if res.err != nil {
+	switch {
+	case res.err != nil && isAuthError(res.err):
+		problem = fmt.Sprintf("cannot verify ROLE on %s: %v (the data nodes want a password: set --backend-password, and --backend-username for an ACL user)", res.addr, res.err)
+	case res.err != nil:
 		problem = fmt.Sprintf("cannot verify ROLE on %s: %v", res.addr, res.err)
-	} else {
+	default:
 		problem = fmt.Sprintf("ROLE on %s is %q, not master", res.addr, res.role)
 	}
 	st.errMsg = problem
@@ -195,4 +199,11 @@ func (w *Watcher) askRole(ctx context.Context, c *redis.Client) (string, error) 
 		return "", fmt.Errorf("ROLE reply starts with %T", vals[0])
 	}
 	return role, nil
+}
+
+// isAuthError reports a refusal of the proxy's credentials on a data node.
+func isAuthError(err error) bool {
+	msg := err.Error()
+	return strings.HasPrefix(msg, "NOAUTH") || strings.HasPrefix(msg, "WRONGPASS") ||
+		strings.Contains(msg, "NOAUTH ") || strings.Contains(msg, "WRONGPASS ")
 }
