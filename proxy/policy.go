@@ -27,6 +27,7 @@ type Policy struct {
 	allowList bool                // only allowed commands pass
 	allowed   map[string]struct{} // names and name|sub
 	denied    map[string]struct{}
+	withSub   map[string]struct{} // names with name|sub entries in either map
 	group     string
 }
 
@@ -62,37 +63,47 @@ func NewPolicy(group, mode string, allow, deny []string) (*Policy, error) {
 		p.denied[c] = struct{}{}
 		delete(p.allowed, c)
 	}
+	p.withSub = make(map[string]struct{})
+	for _, m := range []map[string]struct{}{p.allowed, p.denied} {
+		for c := range m {
+			if name, _, ok := strings.Cut(c, "|"); ok {
+				p.withSub[name] = struct{}{}
+			}
+		}
+	}
 	return p, nil
 }
 
 // refusal returns the error reply for a command the policy refuses, or "".
+// It does not allocate.
 func (p *Policy) refusal(args [][]byte) string {
 	if len(args) == 0 {
 		return ""
 	}
-	var nb, sb [32]byte
+	if p == nil {
+		p = defaultPolicy
+	}
+	var nb [32]byte
 	name := lower(nb[:0], args[0])
-	if name == nil {
-		if p != nil && p.allowList {
+	if name == nil { // longer than any command name
+		if p.allowList {
 			return p.text(string(bytes.ToLower(args[0])))
 		}
 		return ""
 	}
-	var full []byte
 	if len(args) > 1 {
-		if sub := lower(sb[:0], args[1]); sub != nil {
-			full = append(append(append(make([]byte, 0, 64), name...), '|'), sub...)
-		}
-	}
-	if p == nil {
-		p = defaultPolicy
-	}
-	if full != nil {
-		if _, ok := p.denied[string(full)]; ok {
-			return p.text(string(full))
-		}
-		if _, ok := p.allowed[string(full)]; ok {
-			return ""
+		if _, ok := p.withSub[string(name)]; ok {
+			var fb [64]byte
+			full := append(append(fb[:0], name...), '|')
+			if sub := lower(full[len(full):len(full):cap(full)], args[1]); sub != nil {
+				full = full[:len(full)+len(sub)]
+				if _, ok := p.denied[string(full)]; ok {
+					return p.text(string(full))
+				}
+				if _, ok := p.allowed[string(full)]; ok {
+					return ""
+				}
+			}
 		}
 	}
 	if _, ok := p.denied[string(name)]; ok {

@@ -431,3 +431,24 @@ func TestDrainAnswersPipelineInFlight(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestPolicyRefusalDoesNotAllocate(t *testing.T) {
+	p, err := NewPolicy("g", "deny", []string{"config|get"}, []string{"flushall"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmds := [][][]byte{
+		{[]byte("SET"), []byte("k"), []byte("v")},
+		{[]byte("config"), []byte("GET"), []byte("port")},
+		{[]byte("CONFIG"), []byte("SET"), []byte("port"), []byte("1")},
+	}
+	want := []bool{false, false, true}
+	for i, c := range cmds {
+		if got := p.refusal(c) != ""; got != want[i] {
+			t.Errorf("%q refused = %v, want %v", c, got, want[i])
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { p.refusal(cmds[0]); p.refusal(cmds[1]) }); n != 0 {
+		t.Errorf("refusal allocates %v times per run of allowed commands", n)
+	}
+}
