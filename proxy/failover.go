@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"errors"
 	"strconv"
 	"strings"
 	"time"
@@ -163,14 +164,15 @@ func (s *session) resolve(oldAddr string, cmds []Command, infos []cmdInfo, faile
 		}
 	}
 	var b *backend
+	retryErr := errNoMaster
 	if len(retry) > 0 {
 		s.srv.m.retried.Add(float64(len(retry)))
-		b = s.retryBackend(oldAddr, needNew)
+		b, retryErr = s.retryBackend(oldAddr, needNew)
 	}
 	if b != nil {
 		if n, err := s.write(b, retry); err != nil {
 			s.lost(b)
-			b = nil
+			b, retryErr = nil, err
 			if n > 0 {
 				failed = 0 // some may have run: none may be retried again
 			}
@@ -184,7 +186,7 @@ func (s *session) resolve(oldAddr string, cmds []Command, infos []cmdInfo, faile
 		case b == nil && p.held != "":
 			out.WriteString(p.held)
 		case b == nil:
-			s.writeError(s.acquireErrorText(errNoMaster))
+			s.writeError(s.acquireErrorText(retryErr))
 		default:
 			s.rw.client, s.rw.holdErrors = out, false
 			if err := s.reply(b, cmds[p.idx], infos[p.idx]); err != nil {
@@ -206,22 +208,28 @@ func (s *session) resolve(oldAddr string, cmds []Command, infos []cmdInfo, faile
 
 // retryBackend waits, up to the hold timeout, for a master to retry on and
 // connects to it. It returns nil when none could be had.
-func (s *session) retryBackend(oldAddr string, needNew bool) *backend {
+func (s *session) retryBackend(oldAddr string, needNew bool) (*backend, error) {
 	deadline := time.Now().Add(s.srv.settings().HoldTimeout)
+	lastErr := errNoMaster
 	for {
 		addr, changed := s.srv.source().Master()
 		if addr != "" && (addr != oldAddr || !needNew) {
 			key := s.poolKey(addr)
 			if b := s.srv.pool.get(key); b != nil {
-				return b
+				return b, nil
 			}
-			if b, err := s.dial(addr, key, deadline); err == nil {
-				return b
+			b, err := s.dial(addr, key, deadline)
+			switch {
+			case err == nil:
+				return b, nil
+			case errors.Is(err, errHandshake):
+				return nil, err // waiting will not fix the credentials
 			}
+			lastErr = err
 		}
 		wait := time.Until(deadline)
 		if wait <= 0 {
-			return nil
+			return nil, lastErr
 		}
 		t := time.NewTimer(min(wait, 100*time.Millisecond))
 		select {

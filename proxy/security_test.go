@@ -452,3 +452,39 @@ func TestPolicyRefusalDoesNotAllocate(t *testing.T) {
 		t.Errorf("refusal allocates %v times per run of allowed commands", n)
 	}
 }
+
+// With proxy-terminated auth, a reload with new backend credentials (the
+// data nodes' password rotated) applies to sessions that authenticated
+// before it.
+func TestProxyAuthBackendPasswordRotation(t *testing.T) {
+	r := startRedis(t, "--requirepass", "old backend")
+	auth, err := NewAuth([]User{{Name: "default", Password: "front"}}, "", "old backend")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, paddr := startProxy(t, newFakeSource(r), func(o *Options) { o.Auth = auth })
+	c := dialRedis(t, paddr)
+	if got := c.do("AUTH", "front"); got != "+OK\r\n" {
+		t.Fatalf("AUTH = %q", got)
+	}
+	if got := c.do("SET", "rot", "1"); got != "+OK\r\n" {
+		t.Fatalf("SET = %q", got)
+	}
+	// Rotate: the server's password changes, then the proxy's settings.
+	admin := dialRedis(t, r)
+	admin.do("AUTH", "old backend")
+	if got := admin.do("CONFIG", "SET", "requirepass", "new backend"); got != "+OK\r\n" {
+		t.Fatalf("CONFIG SET requirepass = %q", got)
+	}
+	admin.do("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes") // the proxy's pooled connections go
+	auth2, err := NewAuth([]User{{Name: "default", Password: "front"}}, "", "new backend")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := *srv.settings()
+	st.Auth = auth2
+	srv.Update(st)
+	if got := c.do("GET", "rot"); got != "$1\r\n1\r\n" {
+		t.Fatalf("GET after the rotation = %q", got)
+	}
+}

@@ -238,6 +238,13 @@ func (s *session) exec(cmds []Command) error {
 	}
 	s.infos = s.infos[:0]
 	st := s.srv.settings()
+	if st.Auth != nil && s.authed && s.pinned == nil && s.duplex == nil {
+		// Backend credentials changed by a reload apply from the next
+		// command (the rotated password on the data nodes, say).
+		if ns := st.Auth.backendState(s.state); ns != s.state {
+			s.state, s.keyAddr = ns, ""
+		}
+	}
 	inMulti := s.multi
 	for i := range cmds {
 		info := classify(cmds[i].Args)
@@ -428,6 +435,8 @@ func (s *session) dial(addr string, key poolKey, deadline time.Time) (*backend, 
 
 func (s *session) acquireErrorText(err error) string {
 	switch {
+	case err == nil:
+		return s.acquireErrorText(errNoMaster)
 	case errors.Is(err, errNoMaster):
 		return "MASTERDOWN no master is known for '" + s.srv.opts.Name + "' (failover in progress?) (sentinel-proxy)"
 	case errors.Is(err, errHandshake):
