@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -400,14 +399,9 @@ func TestDrainAnswersPipelineInFlight(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
+	addr, stop := serve(t, srv)
 	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	c := dialRedis(t, ln.Addr().String())
+	c := dialRedis(t, addr)
 	if got := c.do("PING"); got != "+PONG\r\n" {
 		t.Fatal(got)
 	}
@@ -418,7 +412,7 @@ func TestDrainAnswersPipelineInFlight(t *testing.T) {
 		fmt.Fprintf(&batch, "SET drain:%d %d\r\n", i, i)
 	}
 	go c.nc.Write([]byte(batch.String()))
-	cancel()
+	go func() { done <- stop() }()
 	for i := range n {
 		if got := c.reply(); got != "+OK\r\n" {
 			t.Fatalf("reply %d = %q", i, got)

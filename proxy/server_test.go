@@ -63,6 +63,19 @@ func startProxy(t *testing.T, src MasterSource, mod func(*Options)) (*Server, st
 	if err != nil {
 		t.Fatal(err)
 	}
+	addr, stop := serve(t, srv)
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return srv, addr
+}
+
+// serve runs srv on a loopback listener; stop drains it and returns what
+// Serve returned. The caller must call stop.
+func serve(t *testing.T, srv *Server) (addr string, stop func() error) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -70,13 +83,10 @@ func startProxy(t *testing.T, src MasterSource, mod func(*Options)) (*Server, st
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, ln) }()
-	t.Cleanup(func() {
+	return ln.Addr().String(), func() error {
 		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return srv, ln.Addr().String()
+		return <-done
+	}
 }
 
 // TestDifferential sends the same scripts to Redis directly and through the

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -59,12 +58,12 @@ func TestRunServesThroughSentinel(t *testing.T) {
 	runCtx, stop := context.WithCancel(ctx)
 	ready := make(chan []*group, 1)
 	done := make(chan error, 1)
-	var stderr bytes.Buffer
+	var stderr readableBuffer
 	go func() {
 		done <- runProxy(runCtx, []string{
 			"--listen", "127.0.0.1:0", "--master-name", topo.MasterName(),
 			"--sentinels", strings.Join(topo.SentinelAddrs(), ","),
-		}, &bytes.Buffer{}, &lockedBuffer{b: &stderr}, noEnv, func(g []*group) { ready <- g })
+		}, &bytes.Buffer{}, &stderr, noEnv, func(g []*group) { ready <- g })
 	}()
 	var groups []*group
 	select {
@@ -117,14 +116,3 @@ func TestRunServesThroughSentinel(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a bytes.Buffer safe for the logger's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  *bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
