@@ -115,4 +115,3 @@ func TestRunServesThroughSentinel(t *testing.T) {
 		t.Error("proxy still accepts connections after shutdown")
 	}
 }
-
