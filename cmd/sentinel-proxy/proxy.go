@@ -347,6 +347,7 @@ func newLogger(level, format string, w io.Writer) (*zap.Logger, zap.AtomicLevel,
 		enc = zapcore.NewJSONEncoder(encCfg)
 	} else {
 		encCfg.EncodeLevel = zapcore.CapitalLevelEncoder
+		encCfg.EncodeDuration = zapcore.StringDurationEncoder // 241ms, not 0.241
 		enc = zapcore.NewConsoleEncoder(encCfg)
 	}
 	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(w), atom)), atom, nil
