@@ -217,3 +217,13 @@ func appendCommand(b []byte, args ...string) []byte {
 	}
 	return b
 }
+
+// appendArgs is appendCommand for arguments as bytes (a client's command
+// the proxy rewrites).
+func appendArgs(b []byte, args [][]byte) []byte {
+	b = redcon.AppendArray(b, len(args))
+	for _, a := range args {
+		b = redcon.AppendBulk(b, a)
+	}
+	return b
+}

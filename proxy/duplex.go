@@ -52,7 +52,7 @@ type duplex struct {
 // startDuplex pins a connection, forwards cmd (the command that makes the
 // connection full duplex) and starts the copier.
 func (s *session) startDuplex(cmd Command) error {
-	b, _, err := s.acquire()
+	b, err := s.acquire()
 	if err != nil {
 		s.writeError(s.acquireErrorText(err))
 		return nil

@@ -112,6 +112,15 @@ type pendingReply struct {
 // allRetryable reports whether a batch may be sent again from any command
 // on: only when none of them changes the session's state, so that the
 // commands before and after the retried one agree on it.
+func allRetryable(infos []cmdInfo) bool {
+	for _, in := range infos {
+		if in.kind != kindPlain && in.kind != kindBlocking {
+			return false
+		}
+	}
+	return true
+}
+
 // safeToRepeat reports whether a command whose reply was lost with the
 // connection can be sent again to the next master: it changed nothing
 // there (a read) or repeating it changes nothing more (SELECT, AUTH,
@@ -126,9 +135,10 @@ func safeToRepeat(info cmdInfo) bool {
 	return false
 }
 
-func allRetryable(infos []cmdInfo) bool {
+// allSafe reports whether every command may be repeated (safeToRepeat).
+func allSafe(infos []cmdInfo) bool {
 	for _, in := range infos {
-		if in.kind != kindPlain && in.kind != kindBlocking {
+		if !safeToRepeat(in) {
 			return false
 		}
 	}
@@ -207,7 +217,8 @@ func (s *session) resolve(oldAddr string, cmds []Command, infos []cmdInfo, faile
 }
 
 // retryBackend waits, up to the hold timeout, for a master to retry on and
-// connects to it. It returns nil when none could be had.
+// connects to it. When none could be had it returns the last reason (a
+// credentials refusal at once: waiting would not fix it).
 func (s *session) retryBackend(oldAddr string, needNew bool) (*backend, error) {
 	deadline := time.Now().Add(s.srv.settings().HoldTimeout)
 	lastErr := errNoMaster

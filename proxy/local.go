@@ -39,7 +39,7 @@ func (s *session) vet(cmd *Command, info *cmdInfo, st *Settings, inMulti *bool) 
 		if s.ownClientKill(cmd.Args) {
 			// Redis skips the caller unless told not to.
 			args := append(cmd.Args[:4:4], []byte("SKIPME"), []byte("no"))
-			*cmd = Command{Raw: encodeArgs(args), Args: args}
+			*cmd = Command{Raw: appendArgs(nil, args), Args: args}
 			info.kind = kindPlain
 		} else {
 			*info = cmdInfo{kind: kindRefused, refusal: errClientKill, class: info.class}
@@ -94,7 +94,7 @@ func (s *session) vetAuth(cmd *Command, info *cmdInfo, a *Auth) bool {
 					return refuse(errWrongPass)
 				}
 				rest := append(append([][]byte{}, args[:i]...), args[i+3:]...)
-				*cmd = Command{Raw: encodeArgs(rest), Args: rest}
+				*cmd = Command{Raw: appendArgs(nil, rest), Args: rest}
 				return true
 			}
 			if bytes.EqualFold(args[i], []byte("setname")) {
@@ -164,24 +164,4 @@ func (s *session) abortTx() {
 		s.release(b)
 	}
 	s.writeError(errExecAbort)
-}
-
-// encodeArgs encodes args as a RESP multibulk request.
-func encodeArgs(args [][]byte) []byte {
-	n := 16
-	for _, a := range args {
-		n += len(a) + 16
-	}
-	b := make([]byte, 0, n)
-	b = append(b, '*')
-	b = strconv.AppendInt(b, int64(len(args)), 10)
-	b = append(b, "\r\n"...)
-	for _, a := range args {
-		b = append(b, '$')
-		b = strconv.AppendInt(b, int64(len(a)), 10)
-		b = append(b, "\r\n"...)
-		b = append(b, a...)
-		b = append(b, "\r\n"...)
-	}
-	return b
 }

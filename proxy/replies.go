@@ -44,18 +44,12 @@ func (s *session) replies(b *backend, cmds []Command, infos []cmdInfo) error {
 		case err != nil && rw.n > 0:
 			s.lost(b) // part of a reply went out: the stream cannot be repaired
 			return err
-		case err != nil && rw.discarding:
-			// Everything after the refusal went to a node that is not the
-			// master: none of it wrote anything. Send it all again.
-			s.failed(b)
-			for j := i; j < len(cmds); j++ {
-				s.pending = append(s.pending, pendingReply{idx: j})
-			}
-			return s.resolve(b.addr, cmds, infos, len(cmds))
-		case err != nil && !s.multi && allSafe(infos[i:]):
-			// The connection broke before these replies (the master
-			// died): none of them changed anything, so the next master
-			// answers them (a read, SELECT, AUTH, HELLO in flight).
+		case err != nil && (rw.discarding || !s.multi && allSafe(infos[i:])):
+			// None of the commands from here on wrote anything: either
+			// everything after a refusal went to a node that is not the
+			// master, or the connection broke (the master died) before
+			// replies to commands that change nothing (a read, SELECT,
+			// AUTH, HELLO in flight). Send them all again.
 			s.failed(b)
 			for j := i; j < len(cmds); j++ {
 				s.pending = append(s.pending, pendingReply{idx: j})
@@ -99,16 +93,6 @@ func (s *session) replies(b *backend, cmds []Command, infos []cmdInfo) error {
 	rw.discarding = false
 	s.lost(b) // it answered like a replica
 	return s.resolve(b.addr, cmds, infos, len(cmds))
-}
-
-// allSafe reports whether every command may be repeated (safeToRepeat).
-func allSafe(infos []cmdInfo) bool {
-	for _, in := range infos {
-		if !safeToRepeat(in) {
-			return false
-		}
-	}
-	return true
 }
 
 const (

@@ -45,7 +45,7 @@ type session struct {
 
 	idleSince atomic.Int64 // when the session began waiting for its client (UnixNano); 0 while busy
 
-	// For the timeouts sweep (Server.sweepTimeouts), read from its goroutine.
+	// For the timeouts in Server.sweepIdle, read from its goroutine.
 	born       time.Time
 	parkable   bool         // the connection can be parked (has a descriptor; not TLS)
 	started    atomic.Bool  // a first complete command arrived
@@ -300,7 +300,7 @@ func (s *session) exec(cmds []Command) error {
 // Errors that concern only these commands are answered to the client with
 // error replies; a returned error ends the session.
 func (s *session) forward(cmds []Command, infos []cmdInfo) error {
-	b, _, err := s.acquire()
+	b, err := s.acquire()
 	if err != nil {
 		for range cmds {
 			s.writeError(s.acquireErrorText(err))
@@ -326,7 +326,7 @@ func (s *session) forward(cmds []Command, infos []cmdInfo) error {
 		if s.txLost || s.watchGone {
 			return s.answerLost(cmds, infos)
 		}
-		if b, _, err = s.acquire(); err != nil {
+		if b, err = s.acquire(); err != nil {
 			for range cmds {
 				s.writeError(s.acquireErrorText(err))
 			}
@@ -374,29 +374,29 @@ func (s *session) poolKey(addr string) poolKey {
 }
 
 // acquire returns the connection to use: the pinned one, an idle one in the
-// session's state, or a new one. fresh is true for a new connection. While
+// session's state, or a new one. While
 // no master is known, or the master cannot be reached, it waits up to the
 // hold timeout for the source to name one it can reach.
-func (s *session) acquire() (b *backend, fresh bool, err error) {
+func (s *session) acquire() (*backend, error) {
 	if s.pinned != nil {
-		return s.pinned, false, nil
+		return s.pinned, nil
 	}
 	deadline := time.Now().Add(s.srv.settings().HoldTimeout)
 	for {
 		addr, err := s.srv.awaitMaster(deadline)
 		if err != nil {
-			return nil, false, err
+			return nil, err
 		}
 		key := s.poolKey(addr)
 		if b := s.srv.pool.get(key); b != nil {
-			return b, false, nil
+			return b, nil
 		}
 		b, err := s.dial(addr, key, deadline)
 		if err == nil {
-			return b, true, nil
+			return b, nil
 		}
 		if errors.Is(err, errHandshake) || time.Now().After(deadline) {
-			return nil, false, err
+			return nil, err
 		}
 		// The master may be gone before the sentinels noticed: wait for
 		// them to name another one, or retry the same one shortly.
