@@ -110,18 +110,7 @@ type roleVerdict struct {
 // address they name.
 func checkGroup(ctx context.Context, cfg config.Config, tlsSet *tlsSet, g config.Group) groupResult {
 	res := groupResult{name: g.MasterName, listen: g.Listen}
-	o := sentinel.Options{
-		MasterName:   g.MasterName,
-		Sentinels:    cfg.Sentinels,
-		Username:     cfg.SentinelUsername,
-		Password:     cfg.SentinelPassword,
-		DataUsername: cfg.BackendUsername,
-		DataPassword: cfg.BackendPassword,
-		QueryTimeout: cfg.QueryTimeout,
-		DialTimeout:  cfg.DialTimeout,
-		TLS:          tlsSet.Sentinel,
-		DataTLS:      tlsSet.Backend,
-	}
+	o := watcherOptions(cfg, g.MasterName, tlsSet)
 	reports, err := sentinel.Inspect(ctx, o)
 	if err != nil {
 		res.problems = append(res.problems, err.Error())

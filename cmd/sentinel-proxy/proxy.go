@@ -129,7 +129,7 @@ func newReloadsCounter() *prometheus.CounterVec {
 
 // newGroup builds a group's watcher and server and opens its listener.
 func (a *app) newGroup(cfg config.Config, gc config.Group) (*group, error) {
-	wopts := a.watcherOptions(cfg, gc.MasterName)
+	wopts := watcherOptions(cfg, gc.MasterName, a.tls)
 	w, err := sentinel.New(wopts, a.log)
 	if err != nil {
 		return nil, fmt.Errorf("group %s: %w", gc.MasterName, err)
@@ -162,7 +162,9 @@ func (a *app) newGroup(cfg config.Config, gc config.Group) (*group, error) {
 	return &group{name: gc.MasterName, listen: gc.Listen, watcher: ref, server: s, ln: ln, addr: ln.Addr().String(), wopts: wopts}, nil
 }
 
-func (a *app) watcherOptions(cfg config.Config, name string) sentinel.Options {
+// watcherOptions are the sentinel.Options of group name: what the proxy's
+// watcher and `check` use.
+func watcherOptions(cfg config.Config, name string, tlsSet *tlsSet) sentinel.Options {
 	return sentinel.Options{ // logs master_name itself
 		MasterName:   name,
 		Sentinels:    cfg.Sentinels,
@@ -173,8 +175,8 @@ func (a *app) watcherOptions(cfg config.Config, name string) sentinel.Options {
 		PollInterval: cfg.PollInterval,
 		QueryTimeout: cfg.QueryTimeout,
 		DialTimeout:  cfg.DialTimeout,
-		TLS:          a.tls.Sentinel,
-		DataTLS:      a.tls.Backend,
+		TLS:          tlsSet.Sentinel,
+		DataTLS:      tlsSet.Backend,
 
 		StopWritesWhenBlind: cfg.StopWritesWhenBlind,
 	}

@@ -69,7 +69,7 @@ func (a *app) reload() {
 			continue
 		}
 		g.server.Update(st)
-		if wopts := a.watcherOptions(cfg, g.name); !sameWatcher(g.wopts, wopts) {
+		if wopts := watcherOptions(cfg, g.name, a.tls); !sameWatcher(g.wopts, wopts) {
 			if err := a.swapWatcher(g, wopts); err != nil {
 				problems = append(problems, fmt.Sprintf("group %s: %v", g.name, err))
 			}
