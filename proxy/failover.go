@@ -162,6 +162,9 @@ func isRetryable(frame []byte) bool {
 func (s *session) resolve(oldAddr string, cmds []Command, infos []cmdInfo, failed int) error {
 	pend := s.pending
 	defer func() { s.pending = s.pending[:0] }()
+	// The replies from here on are the retried commands' own: none is to
+	// be dropped or held back, however the first attempt ended.
+	s.rw.client, s.rw.discarding, s.rw.holding, s.rw.holdErrors = s.out(), false, false, false
 	var retry []Command
 	needNew := false
 	for _, p := range pend {
@@ -198,7 +201,6 @@ func (s *session) resolve(oldAddr string, cmds []Command, infos []cmdInfo, faile
 		case b == nil:
 			s.writeError(s.acquireErrorText(retryErr))
 		default:
-			s.rw.client, s.rw.holdErrors = out, false
 			if err := s.reply(b, cmds[p.idx], infos[p.idx]); err != nil {
 				s.lost(b)
 				b = nil

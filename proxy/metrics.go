@@ -31,6 +31,7 @@ const (
 	reasonOutputLimit   = "output_limit"
 	reasonProtocol      = "protocol_error"
 	reasonRequestTooBig = "request_too_large"
+	reasonPanic         = "panic"
 )
 
 // metrics are one server's Prometheus collectors, labelled with its group.
@@ -42,7 +43,7 @@ type metrics struct {
 	latency                                    [numClasses]prometheus.Observer
 	rejectedMax, rejectedAuth                  prometheus.Counter
 	disconnects                                *prometheus.CounterVec
-	dialErrors, failovers                      prometheus.Counter
+	dialErrors, failovers, panics              prometheus.Counter
 	failoverDur                                prometheus.Histogram
 
 	collectors []prometheus.Collector
@@ -67,6 +68,7 @@ func newMetrics(group string) *metrics {
 	m.holdSeconds = counter("sentinel_proxy_hold_seconds_total", "Seconds commands spent waiting for a master.")
 	m.holdTimeouts = counter("sentinel_proxy_hold_timeouts_total", "Held commands answered -MASTERDOWN after the hold timeout.")
 	m.failovers = counter("sentinel_proxy_failovers_total", "Master switches the proxy followed.")
+	m.panics = counter("sentinel_proxy_session_panics_total", "Sessions that panicked; each closed only its own client.")
 	m.dialErrors = counter("sentinel_proxy_backend_dial_errors_total", "Backend connections that could not be opened.")
 	lat := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "sentinel_proxy_command_duration_seconds", ConstLabels: labels,
@@ -85,7 +87,7 @@ func newMetrics(group string) *metrics {
 		Name: "sentinel_proxy_client_disconnects_total", ConstLabels: labels,
 		Help: "Clients the proxy closed, by reason.",
 	}, []string{"reason"})
-	for _, r := range []string{reasonIdle, reasonHandshake, reasonOutputLimit, reasonProtocol, reasonRequestTooBig} {
+	for _, r := range []string{reasonIdle, reasonHandshake, reasonOutputLimit, reasonProtocol, reasonRequestTooBig, reasonPanic} {
 		m.disconnects.WithLabelValues(r)
 	}
 	m.failoverDur = prometheus.NewHistogram(prometheus.HistogramOpts{

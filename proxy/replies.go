@@ -90,7 +90,6 @@ func (s *session) replies(b *backend, cmds []Command, infos []cmdInfo) error {
 		s.release(b)
 		return nil
 	}
-	rw.discarding = false
 	s.lost(b) // it answered like a replica
 	return s.resolve(b.addr, cmds, infos, len(cmds))
 }

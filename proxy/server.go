@@ -125,6 +125,8 @@ type Server struct {
 	src     atomic.Pointer[sourceBox]
 	authLim *authLimiter
 	m       *metrics
+
+	onBatch func([]Command) // tests only: runs before each batch a session reads
 }
 
 // NewServer checks opts and builds a Server. It does no I/O.
@@ -360,7 +362,11 @@ func (s *Server) sweepIdle(ctx context.Context) {
 			idleCut := now.Add(-st.IdleTimeout).UnixNano()
 			s.mu.Lock()
 			for sess := range s.sessions {
-				if since := sess.idleSince.Load(); sess.parkable && since != 0 && since < cutoff {
+				// The mark and the deadline go together under s.mu, so
+				// that a session that stops waiting at that moment can
+				// tell the deadline is coming and clear it (serve).
+				if since := sess.idleSince.Load(); sess.parkable && since > 0 && since < cutoff &&
+					sess.idleSince.CompareAndSwap(since, idleSwept) {
 					sess.conn.SetReadDeadline(past)
 				}
 				if !timeouts || sess.busy.Load() || sess.killed.Load() {

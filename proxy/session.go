@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -43,7 +44,7 @@ type session struct {
 	pinned *backend // dedicated connection while the state needs one
 	duplex *duplex  // set once the session streams (pub/sub, MONITOR, tracking)
 
-	idleSince atomic.Int64 // when the session began waiting for its client (UnixNano); 0 while busy
+	idleSince atomic.Int64 // when the session began waiting for its client (UnixNano); 0 while busy, idleSwept once the sweep ended the wait
 
 	// For the timeouts in Server.sweepIdle, read from its goroutine.
 	born       time.Time
@@ -59,6 +60,8 @@ type session struct {
 	txRefused        bool  // a command of the open MULTI was refused
 	clientID         int64 // CLIENT ID's answer on the pinned connection
 	batchStart       time.Time
+	holdUntil        time.Time // end of the batch's wait for a master; zero until it first waits
+	ended            bool      // end ran: the server has forgotten the session
 
 	infos   []cmdInfo
 	bufs    net.Buffers
@@ -109,6 +112,9 @@ var errQuit = errors.New("quit")
 // the past, so the hot path sets no deadline of its own.
 const parkAfter = 50 * time.Millisecond
 
+// idleSwept marks, in session.idleSince, a wait the sweep has ended.
+const idleSwept = -1
+
 // drainQuiet is how long a draining session waits for more of a pipeline
 // before it closes.
 const drainQuiet = 100 * time.Millisecond
@@ -117,6 +123,7 @@ const drainQuiet = 100 * time.Millisecond
 // session is parked (it then runs again, on a new goroutine, when the client
 // sends its next command).
 func (s *session) serve() {
+	defer s.recoverPanic()
 	for {
 		draining := s.srv.draining.Load()
 		quiet := false // waiting drainQuiet for more of a pipeline
@@ -140,21 +147,35 @@ func (s *session) serve() {
 			s.idleSince.Store(time.Now().UnixNano())
 		}
 		cmds, err := s.rd.next(s.srv.opts.MaxBatch)
-		if idle {
-			s.idleSince.Store(0)
+		if idle && s.idleSince.Swap(0) == idleSwept && err == nil {
+			// The sweep ended the wait just as a command arrived. It
+			// sets its deadline under the server's lock: once that is
+			// free the deadline is set, and clearing it now keeps it
+			// from failing a later read.
+			s.srv.mu.Lock()
+			//lint:ignore SA2001 the empty critical section waits for the sweep
+			s.srv.mu.Unlock()
+			s.conn.SetReadDeadline(time.Time{})
 		}
 		if err == nil {
 			s.busy.Store(true)
 			s.started.Store(true)
+			if s.srv.onBatch != nil {
+				s.srv.onBatch(cmds)
+			}
 		}
 		if err != nil {
-			if idle && isTimeout(err) && !s.srv.draining.Load() {
-				// The server's sweep ended the wait (parkAfter passed).
+			if isTimeout(err) && !s.srv.draining.Load() {
+				// Outside a drain only the server's sweep sets a read
+				// deadline: it ends an idle wait (parkAfter passed) so
+				// that the session parks. Should it land on a session
+				// that has meanwhile started reading a request, that
+				// request is read on without a deadline.
 				s.conn.SetReadDeadline(time.Time{})
-				if !s.rd.buffered() && s.park() {
+				if idle && !s.rd.buffered() && s.park() {
 					return
 				}
-				continue // a request started arriving: read it without a deadline
+				continue
 			}
 			if isTimeout(err) && !quiet && s.srv.draining.Load() && !s.killed.Load() {
 				// The drain ended the wait for a next command: see
@@ -210,8 +231,41 @@ func (s *session) stopReading() { s.conn.SetReadDeadline(time.Unix(1, 0)) }
 
 // end closes the session and tells the server it is gone.
 func (s *session) end() {
+	if s.ended {
+		return
+	}
+	s.ended = true
 	s.close()
 	s.srv.sessionEnded(s)
+}
+
+// recoverPanic confines a panic to the session that raised it: the stack is
+// logged once, the panic counted, and only this client is closed. Everyone
+// else goes on being served.
+func (s *session) recoverPanic() {
+	r := recover()
+	if r == nil {
+		return
+	}
+	s.srv.m.panics.Inc()
+	s.srv.m.disconnects.WithLabelValues(reasonPanic).Inc()
+	s.srv.log.Error("session panicked; closing its client",
+		zap.String("group", s.srv.opts.Name), zap.String("client", s.conn.RemoteAddr().String()),
+		zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+	if s.ended {
+		return
+	}
+	// What the session held may be half updated: close the client first,
+	// so that nothing more is written to it, then let go of the rest.
+	s.conn.Close()
+	s.ended = true
+	defer s.srv.sessionEnded(s)
+	defer func() {
+		if recover() != nil {
+			s.srv.log.Error("closing a panicked session panicked too", zap.String("group", s.srv.opts.Name))
+		}
+	}()
+	s.close()
 }
 
 // close releases everything the session holds.
@@ -233,8 +287,9 @@ func (s *session) close() {
 // itself or where the connection turns full duplex, and forwards each run
 // of commands in one write.
 func (s *session) exec(cmds []Command) error {
-	if s.pinned != nil && (s.pinned.dead.Load() || peekClosed(s.pinned.nc, false)) {
-		s.lost(s.pinned) // decide before classifying: a lost MULTI changes what runs
+	s.holdUntil = time.Time{}
+	if s.pinned != nil {
+		s.checkPinned() // decide before classifying: a lost MULTI changes what runs
 	}
 	s.infos = s.infos[:0]
 	st := s.srv.settings()
@@ -270,6 +325,9 @@ func (s *session) exec(cmds []Command) error {
 		case info.kind == kindDuplex:
 			if err := s.startDuplex(cmds[i]); err != nil {
 				return err
+			}
+			if s.duplex == nil {
+				continue // no connection could be had: it answered an error
 			}
 			// The rest of the batch is streamed as well.
 			return s.duplex.forward(cmds[i+1:])
@@ -373,15 +431,45 @@ func (s *session) poolKey(addr string) poolKey {
 	return s.key
 }
 
+// checkPinned makes the pinned connection obey a failover like any other
+// session: one the server closed is dropped, and while no master is known
+// the session waits (the hold) instead of writing to the old master. If the
+// hold ends on another master, or does not end in time, the connection is
+// dropped as a switch would drop it: its state moves with the session (the
+// client name is replayed on the next connection) and an open transaction
+// is answered as lost.
+func (s *session) checkPinned() {
+	p := s.pinned
+	if !p.dead.Load() && !peekClosed(p.nc, false) {
+		addr, _ := s.srv.source().Master()
+		if addr == p.addr {
+			return
+		}
+		if addr, err := s.srv.awaitMaster(s.holdDeadline()); err == nil && addr == p.addr {
+			return // the failover was aborted: still the same master
+		}
+	}
+	s.lost(p)
+}
+
+// holdDeadline is when the batch stops waiting for a master: one hold
+// timeout from its first wait, shared by every wait of the batch.
+func (s *session) holdDeadline() time.Time {
+	if s.holdUntil.IsZero() {
+		s.holdUntil = time.Now().Add(s.srv.settings().HoldTimeout)
+	}
+	return s.holdUntil
+}
+
 // acquire returns the connection to use: the pinned one, an idle one in the
-// session's state, or a new one. While
-// no master is known, or the master cannot be reached, it waits up to the
-// hold timeout for the source to name one it can reach.
+// session's state, or a new one. While no master is known, or the master
+// cannot be reached, it waits until the batch's hold deadline for the source
+// to name one it can reach.
 func (s *session) acquire() (*backend, error) {
 	if s.pinned != nil {
 		return s.pinned, nil
 	}
-	deadline := time.Now().Add(s.srv.settings().HoldTimeout)
+	deadline := s.holdDeadline()
 	for {
 		addr, err := s.srv.awaitMaster(deadline)
 		if err != nil {

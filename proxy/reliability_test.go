@@ -1,0 +1,186 @@
+package proxy
+
+import (
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// A session pinned by CLIENT SETNAME waits through the failover hold like
+// any other instead of writing to the old master, then moves to the new
+// master with its name; an aborted failover keeps its connection.
+func TestPinnedSessionObeysHold(t *testing.T) {
+	r1, r2 := startRedis(t), startRedis(t)
+	src := newFakeSource(r1)
+	_, paddr := startProxy(t, src, func(o *Options) { o.HoldTimeout = 10 * time.Second })
+	c := dialRedis(t, paddr)
+	if got := c.do("CLIENT", "SETNAME", "pinned-writer"); got != "+OK\r\n" {
+		t.Fatalf("CLIENT SETNAME = %q", got)
+	}
+	if got := c.do("INCR", "n"); got != ":1\r\n" {
+		t.Fatalf("INCR = %q", got)
+	}
+	id := c.do("CLIENT", "ID")
+
+	// An aborted failover: the hold ends on the same master.
+	src.set("")
+	time.AfterFunc(100*time.Millisecond, func() { src.set(r1) })
+	if got := c.do("INCR", "n"); got != ":2\r\n" {
+		t.Fatalf("INCR across an aborted failover = %q", got)
+	}
+	if got := c.do("CLIENT", "ID"); got != id {
+		t.Fatalf("CLIENT ID after an aborted failover = %q, was %q: the pinned connection was dropped", got, id)
+	}
+
+	// A failover: the write waits, then runs on the new master only.
+	src.set("")
+	c.send(string(appendCommand(nil, "INCR", "n")))
+	time.Sleep(200 * time.Millisecond) // the hold: the write must not run meanwhile
+	if got := dialRedis(t, r1).do("GET", "n"); got != "$1\r\n2\r\n" {
+		t.Fatalf("old master's n = %q during the hold: the pinned session wrote through it", got)
+	}
+	src.set(r2)
+	if got := c.reply(); got != ":1\r\n" {
+		t.Fatalf("held INCR = %q, want :1 from the new master", got)
+	}
+	if got := dialRedis(t, r1).do("GET", "n"); got != "$1\r\n2\r\n" {
+		t.Fatalf("old master's n = %q after the switch", got)
+	}
+	if got := dialRedis(t, r2).do("CLIENT", "LIST"); !strings.Contains(got, "name=pinned-writer ") {
+		t.Fatalf("the client name was not replayed on the new master:\n%s", got)
+	}
+	if got := c.do("CLIENT", "GETNAME"); got != "$13\r\npinned-writer\r\n" {
+		t.Fatalf("CLIENT GETNAME = %q", got)
+	}
+}
+
+// An open MULTI cannot move: a hold that ends on another master answers
+// the rest of the transaction as lost, and nothing of it runs anywhere.
+func TestPinnedTransactionAcrossHold(t *testing.T) {
+	r1, r2 := startRedis(t), startRedis(t)
+	src := newFakeSource(r1)
+	_, paddr := startProxy(t, src, func(o *Options) { o.HoldTimeout = 10 * time.Second })
+	c := dialRedis(t, paddr)
+	if got := c.do("MULTI"); got != "+OK\r\n" {
+		t.Fatalf("MULTI = %q", got)
+	}
+	if got := c.do("INCR", "tx"); got != "+QUEUED\r\n" {
+		t.Fatalf("INCR in MULTI = %q", got)
+	}
+	src.set("")
+	time.AfterFunc(100*time.Millisecond, func() { src.set(r2) })
+	if got := c.do("INCR", "tx"); !strings.HasPrefix(got, "-ERR the open transaction was discarded") {
+		t.Fatalf("INCR after the switch = %q", got)
+	}
+	if got := c.do("EXEC"); !strings.HasPrefix(got, "-EXECABORT") {
+		t.Fatalf("EXEC after the switch = %q", got)
+	}
+	for _, r := range []string{r1, r2} {
+		if got := dialRedis(t, r).do("EXISTS", "tx"); got != ":0\r\n" {
+			t.Fatalf("EXISTS tx on %s = %q: part of the lost transaction ran", r, got)
+		}
+	}
+	if got := c.do("INCR", "tx"); got != ":1\r\n" {
+		t.Fatalf("INCR after the lost transaction = %q", got)
+	}
+}
+
+// A batch whose first reply is a retryable refusal (-LOADING) and whose
+// connection then breaks is retried whole on the next master, and every
+// retried command gets its own reply, in order.
+func TestRetryAfterRefusalThenLoss(t *testing.T) {
+	r := startRedis(t)
+	direct := dialRedis(t, r)
+	direct.do("SET", "a", "A")
+	direct.do("SET", "b", "B")
+	fake, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fake.Close() })
+	src := newFakeSource(fake.Addr().String())
+	go func() {
+		for {
+			nc, err := fake.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer nc.Close()
+				buf := make([]byte, 1024)
+				nc.Read(buf)
+				nc.Write([]byte("-LOADING Redis is loading the dataset in memory\r\n"))
+				src.set(r)
+			}()
+		}
+	}()
+	_, paddr := startProxy(t, src, nil)
+	c := dialRedis(t, paddr)
+	c.send(string(appendCommand(appendCommand(nil, "GET", "a"), "GET", "b")))
+	c.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for i, want := range []string{"$1\r\nA\r\n", "$1\r\nB\r\n"} {
+		if got := c.reply(); got != want {
+			t.Fatalf("reply %d = %q, want %q", i, got, want)
+		}
+	}
+	if got := c.do("ECHO", "next"); got != "$4\r\nnext\r\n" {
+		t.Fatalf("ECHO after the retried batch = %q", got)
+	}
+}
+
+// A panic in one session closes that client only: the process and every
+// other client go on, and the panic is counted.
+func TestPanicClosesOnlyItsClient(t *testing.T) {
+	r := startRedis(t)
+	srv, paddr := startProxy(t, newFakeSource(r), func(o *Options) {})
+	srv.onBatch = func(cmds []Command) {
+		if strings.EqualFold(string(cmds[0].Args[0]), "boom") {
+			panic("test panic")
+		}
+	}
+	other := dialRedis(t, paddr)
+	if got := other.do("SET", "k", "v"); got != "+OK\r\n" {
+		t.Fatalf("SET = %q", got)
+	}
+	c := dialRedis(t, paddr)
+	c.send("BOOM\r\n")
+	if got := c.reply(); got != "EOF" {
+		t.Fatalf("the panicking client got %q, want the connection closed", got)
+	}
+	if got := other.do("GET", "k"); got != "$1\r\nv\r\n" {
+		t.Fatalf("GET on another client after the panic = %q", got)
+	}
+	if got := dialRedis(t, paddr).do("PING"); got != "+PONG\r\n" {
+		t.Fatalf("PING on a new client after the panic = %q", got)
+	}
+	if n := testutil.ToFloat64(srv.m.panics); n != 1 {
+		t.Fatalf("panics counted = %v, want 1", n)
+	}
+	waitFor(t, func() bool { return srv.Stats().Clients == 2 })
+}
+
+// The idle sweep's read deadline can land on a session that has just
+// started reading a request (it was idle when the sweep looked). That
+// request is read on; the session is not closed.
+func TestSweepDeadlineOnBusySession(t *testing.T) {
+	r := startRedis(t)
+	srv, paddr := startProxy(t, newFakeSource(r), nil)
+	c := dialRedis(t, paddr)
+	c.send("PING\r\n*1\r\n$4\r\nPI") // a request and half of the next
+	if got := c.reply(); got != "+PONG\r\n" {
+		t.Fatalf("PING = %q", got)
+	}
+	srv.mu.Lock()
+	for sess := range srv.sessions {
+		sess.conn.SetReadDeadline(time.Unix(1, 0)) // what a late sweep does
+	}
+	srv.mu.Unlock()
+	time.Sleep(20 * time.Millisecond) // let the read fail, if it is to
+	c.send("NG\r\n")
+	if got := c.reply(); got != "+PONG\r\n" {
+		t.Fatalf("the rest of the request got %q, want +PONG", got)
+	}
+}
