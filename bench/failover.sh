@@ -7,19 +7,24 @@
 # (1 master, 2 replicas, 3 sentinels; down-after 2 s, failover-timeout 3 s,
 # started by bench/topo), the target in front of it, and
 # bench/failoverload, which writes ~500 unique keys/s through the target
-# (every reply logged), keeps idle connections that did SELECT 2, triggers
-# the event and measures:
+# from 4 plain writers, and as much per writer from pinned ones (their
+# go-redis client sets a client name on every connection, with HELLO and
+# CLIENT SETNAME, which pins their session in sentinel-proxy), every reply
+# logged; keeps idle connections that did SELECT 2, triggers the event and
+# measures, for the plain and the pinned writers apart (one row each):
 #   promo    event -> promotion (first replica answering ROLE master,
 #            polled every 10 ms; Sentinel's +promoted-slave comes later)
 #   first    promotion -> first write acknowledged by the new master
+#   acked    acknowledged writes
 #   err      client-visible errors (writes answered with an error or failed)
 #   max/w    most errors of one writer: each writer waits for every reply,
 #            so it has at most one write in flight at any time
 #   lost     acknowledged writes missing on the new master afterwards
-#   old      SETs the old master executed after the promotion ("-": dead);
-#            after a SIGSTOP this includes the writes that were in its
-#            socket buffers at the stop: it runs them at SIGCONT (their
-#            clients got errors)
+#   old      the writers' SETs the old master executed after the promotion
+#            (MONITOR on it; "-": dead); after a SIGSTOP this includes the
+#            writes that were in its socket buffers at the stop: it runs
+#            them at SIGCONT (their clients got errors). The RESULT lines
+#            also have old_after_promotion, all SETs from INFO commandstats
 #   idle     idle SELECT 2 connections that still work, in db 2 of the new
 #            master, without reconnecting
 # Scenarios: failover (SENTINEL FAILOVER), kill9 (kill -9 of the master),
@@ -27,13 +32,16 @@
 #
 # Targets from issue 3: planned failover 0 errors, 0 lost, 0 on the old
 # master, first write within 0.3 s of the promotion; kill -9 0 lost,
-# errors <= in flight, first write within 0.3 s. Printed, not asserted.
+# errors <= in flight, first write within 0.3 s. Issue 10: the same for the
+# pinned writers. Printed, not asserted.
 #
 # Environment (defaults in brackets):
 #   FAILOVER_TARGETS     targets ["proxy haproxy"]
 #   FAILOVER_SCENARIOS   scenarios ["failover kill9 sigstop"]
 #   FAILOVER_RUNS        runs per target and scenario [3]
-#   FAILOVER_RATE        writes per second [500]
+#   FAILOVER_RATE        writes per second of the plain writers [500]
+#   FAILOVER_PINNED      pinned writers (client name set), each at a plain
+#                        writer's pace [1]
 #   FAILOVER_PROXY_ARGS  extra sentinel-proxy flags [""]
 #   FAILOVER_KEEP        1 = keep the work directory (logs, ops CSVs) [0]
 set -euo pipefail
@@ -45,6 +53,7 @@ TARGETS=${FAILOVER_TARGETS:-proxy haproxy}
 SCENARIOS=${FAILOVER_SCENARIOS:-failover kill9 sigstop}
 RUNS=${FAILOVER_RUNS:-3}
 RATE=${FAILOVER_RATE:-500}
+PINNED=${FAILOVER_PINNED:-1}
 PROXY_ARGS=${FAILOVER_PROXY_ARGS:-}
 KEEP=${FAILOVER_KEEP:-0}
 
@@ -142,7 +151,7 @@ run_one() {
 	log "$target $scenario run $run: master $MASTER (pid $MASTER_PID), $target on 127.0.0.1:$port"
 	if ! timeout 150 "$WORK/failoverload" -addr "127.0.0.1:$port" -scenario "$scenario" \
 		-master-name "$MASTER_NAME" -master "$MASTER" -master-pid "$MASTER_PID" \
-		-replicas "$REPLICAS" -sentinels "$SENTINELS" -rate "$RATE" \
+		-replicas "$REPLICAS" -sentinels "$SENTINELS" -rate "$RATE" -pinned-writers "$PINNED" \
 		-ops-log "$dir/ops.csv" >"$dir/result" 2>"$dir/load.log" 3>&-; then
 		log "failoverload failed: $(tail -n 3 "$dir/load.log" | tr '\n' ' ')"
 		echo "RESULT target=$target scenario=$scenario run=$run failed=1" >>"$RESULTS"
@@ -167,26 +176,34 @@ field() { local v; v=$(grep -o " $1=[^ ]*" <<<" $2" | head -n 1 | cut -d= -f2-);
 
 echo
 echo "sentinel-proxy failover benchmark, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(($(date +%s) - began)) s"
-echo "$(redis-server --version | awk '{print $1, $2, $3}'); down-after 2 s, failover-timeout 3 s; ~$RATE writes/s (4 writers, unique keys), 4 idle SELECT 2 connections"
+echo "$(redis-server --version | awk '{print $1, $2, $3}'); down-after 2 s, failover-timeout 3 s; ~$RATE writes/s (4 plain writers, unique keys) + $PINNED pinned writer(s) (CLIENT SETNAME) at ~$((RATE / 4)) writes/s each, 4 idle SELECT 2 connections"
 [[ " $TARGETS " == *" haproxy "* ]] && echo "$(haproxy -v | head -n 1 | awk '{print $1, $2, $3}'); tcp mode, role:master tcp-check (inter 1s) over master + 2 replicas"
 echo "times in seconds; promo: event -> promotion (ROLE); first: promotion -> first write acked by the new master"
 echo
-FMT='%-8s %-9s %3s %7s %7s %7s %6s %5s %6s %6s %5s\n'
+FMT='%-8s %-9s %3s %-7s %7s %7s %7s %6s %5s %6s %6s %6s %5s\n'
 # shellcheck disable=SC2059 # the format is ours
-printf "$FMT" target scenario run promo first "ev>1st" err max/w lost old idle
+printf "$FMT" target scenario run writers promo first "ev>1st" acked err max/w lost old idle
 for scenario in $SCENARIOS; do
 	for target in $TARGETS; do
 		grep "^RESULT target=$target .*scenario=$scenario " "$RESULTS" | while read -r line; do
 			if [[ $(field failed "$line") == 1 ]]; then
 				# shellcheck disable=SC2059
-				printf "$FMT" "$target" "$scenario" "$(field run "$line")" FAILED - - - - - - -
+				printf "$FMT" "$target" "$scenario" "$(field run "$line")" - FAILED - - - - - - - -
 				continue
 			fi
-			# shellcheck disable=SC2059
-			printf "$FMT" "$target" "$scenario" "$(field run "$line")" \
-				"$(field event_to_promotion "$line")" "$(field promotion_to_first_new "$line")" \
-				"$(field event_to_first_new "$line")" "$(field errors "$line")" "$(field max_errors_per_writer "$line")" \
-				"$(field lost "$line")" "$(field old_after_promotion "$line")" "$(field idle_ok "$line")"
+			for kind in plain pinned; do
+				[[ $(field "${kind}_writers" "$line") == 0 ]] && continue
+				promo=- idle=-
+				if [[ $kind == plain ]]; then
+					promo=$(field event_to_promotion "$line") idle=$(field idle_ok "$line")
+				fi
+				# shellcheck disable=SC2059
+				printf "$FMT" "$target" "$scenario" "$(field run "$line")" "$kind" "$promo" \
+					"$(field "${kind}_promotion_to_first_new" "$line")" "$(field "${kind}_event_to_first_new" "$line")" \
+					"$(field "${kind}_acked" "$line")" "$(field "${kind}_errors" "$line")" \
+					"$(field "${kind}_max_errors_per_writer" "$line")" "$(field "${kind}_lost" "$line")" \
+					"$(field "${kind}_old_after_promotion" "$line")" "$idle"
+			done
 		done
 	done
 done

@@ -215,6 +215,7 @@ func (l *foLoad) finish(t *testing.T, switched time.Time, newMaster string, exp 
 	l.checkBlocker(t, exp)
 	l.checkIdle(t, newMaster)
 	l.checkAcked(t, newMaster)
+	l.checkPinned(t, newMaster)
 	l.checkErrors(t, exp)
 	t.Logf("load: %s", l.summary())
 }

@@ -70,10 +70,10 @@ func (l *opLog) errors() []opRecord {
 	return out
 }
 
-// foLoad is the client load of a failover test: writers of unique keys,
-// readers of a fixed key, a publisher and a subscriber on one raw
-// connection, a BLPOP blocker on one raw connection, and idle raw
-// connections that did SELECT 2.
+// foLoad is the client load of a failover test: writers of unique keys
+// (plain, pinned and MULTI: failover_load_pinned_test.go), readers of a
+// fixed key, a publisher and a subscriber on one raw connection, a BLPOP
+// blocker on one raw connection, and idle connections that did SELECT 2.
 type foLoad struct {
 	addr   string
 	prefix string
@@ -82,7 +82,8 @@ type foLoad struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	writers []*opLog
+	writers []*opLog // the plain writers first, then the pinned ones
+	pinned  []*pinnedWriter
 	readers []*opLog
 	pub     *opLog
 	wrong   sync.Map // reader name -> a wrong value it read
@@ -139,6 +140,7 @@ func startLoad(t *testing.T, addr, prefix string, newCli func(*redis.Options) *r
 			l.runWriter(runCtx, c, i, log)
 		}()
 	}
+	l.startPinnedWriters(runCtx)
 	for i := range loadReaders {
 		log := &opLog{name: "reader " + strconv.Itoa(i)}
 		l.readers = append(l.readers, log)

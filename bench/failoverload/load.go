@@ -22,39 +22,77 @@ type op struct {
 }
 
 // writers send SET <prefix>w<i>:<seq> <seq> through the proxy, each on its
-// own single connection, paced, with no retries: every error counts.
+// own single connection, paced, with no retries: every error counts. The
+// first n are plain; the next pinned ones set a client name on every
+// connection (go-redis sends it with HELLO and CLIENT SETNAME, as Lettuce,
+// Redisson and redis-py with client_name do), which pins their session in
+// sentinel-proxy to one backend connection.
 type writers struct {
 	addr   string
 	prefix string
 	every  time.Duration
 	n      int
+	pinned int
 
 	mu  sync.Mutex
 	ops []op
+}
+
+// Writer kinds, as reported.
+const (
+	kindPlain  = "plain"
+	kindPinned = "pinned"
+)
+
+// kind returns the kind of writer i.
+func (w *writers) kind(i int) string {
+	if i >= w.n {
+		return kindPinned
+	}
+	return kindPlain
 }
 
 func (w *writers) key(writer, seq int) string {
 	return w.prefix + "w" + strconv.Itoa(writer) + ":" + strconv.Itoa(seq)
 }
 
+// writerOf returns the writer index in a key of ours, or -1.
+func (w *writers) writerOf(key string) int {
+	rest, ok := strings.CutPrefix(key, w.prefix+"w")
+	if !ok {
+		return -1
+	}
+	n, _, _ := strings.Cut(rest, ":")
+	i, err := strconv.Atoi(n)
+	if err != nil {
+		return -1
+	}
+	return i
+}
+
 // run starts the writers; they stop when ctx ends, each after at most
 // maxOps commands.
 func (w *writers) run(ctx context.Context, wg *sync.WaitGroup, maxOps int) {
-	for i := range w.n {
-		c := redis.NewClient(&redis.Options{
+	all := w.n + w.pinned
+	for i := range all {
+		o := &redis.Options{
 			Addr: w.addr, Protocol: 2, PoolSize: 1, MaxRetries: -1, DisableIdentity: true,
 			DialTimeout: 2 * time.Second, ReadTimeout: 15 * time.Second, WriteTimeout: 15 * time.Second,
-		})
+		}
+		if w.kind(i) == kindPinned {
+			o.ClientName = "failoverload-pinned-" + strconv.Itoa(i)
+		}
+		c := redis.NewClient(o)
 		wg.Add(1)
 		go func() { // exits when ctx ends or after maxOps commands
 			defer wg.Done()
 			defer c.Close()
 			// Spread the writers over the interval: one write every
-			// every/n, not n at once.
+			// every/all, not all at once.
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(w.every * time.Duration(i) / time.Duration(w.n)):
+			case <-time.After(w.every * time.Duration(i) / time.Duration(all)):
 			}
 			tick := time.NewTicker(w.every)
 			defer tick.Stop()
@@ -85,12 +123,12 @@ func (w *writers) all() []op {
 	return append([]op(nil), w.ops...)
 }
 
-// writeLog writes every command as CSV: writer,seq,sent_unix_ns,done_unix_ns,error.
+// writeLog writes every command as CSV: writer,kind,seq,sent_unix_ns,done_unix_ns,error.
 func (w *writers) writeLog(out io.Writer) error {
 	bw := bufio.NewWriter(out)
-	fmt.Fprintln(bw, "writer,seq,sent_unix_ns,done_unix_ns,error")
+	fmt.Fprintln(bw, "writer,kind,seq,sent_unix_ns,done_unix_ns,error")
 	for _, o := range w.all() {
-		fmt.Fprintf(bw, "%d,%d,%d,%d,%q\n", o.writer, o.seq, o.sent.UnixNano(), o.done.UnixNano(), o.err)
+		fmt.Fprintf(bw, "%d,%s,%d,%d,%d,%q\n", o.writer, w.kind(o.writer), o.seq, o.sent.UnixNano(), o.done.UnixNano(), o.err)
 	}
 	return bw.Flush()
 }

@@ -27,7 +27,7 @@ type config struct {
 	addr, masterName, master, scenario, opsLog string
 	masterPID                                  int
 	sentinels, replicas                        []string
-	writers, rate, idle                        int
+	writers, pinned, rate, idle                int
 	warmup, maxRun                             time.Duration
 }
 
@@ -41,8 +41,9 @@ func parse(args []string) (config, error) {
 	sentinels := fs.String("sentinels", "", "sentinel addresses, comma-separated")
 	replicas := fs.String("replicas", "", "replica addresses, comma- or space-separated")
 	fs.StringVar(&c.scenario, "scenario", "failover", "failover (SENTINEL FAILOVER), kill9 or sigstop")
-	fs.IntVar(&c.writers, "writers", 4, "writer connections")
-	fs.IntVar(&c.rate, "rate", 500, "writes per second, all writers together")
+	fs.IntVar(&c.writers, "writers", 4, "plain writer connections")
+	fs.IntVar(&c.pinned, "pinned-writers", 1, "writer connections that set a client name (pinned sessions), at the plain writers' pace")
+	fs.IntVar(&c.rate, "rate", 500, "writes per second, all plain writers together")
 	fs.IntVar(&c.idle, "idle", 4, "idle connections that SELECT 2")
 	fs.DurationVar(&c.warmup, "warmup", 2*time.Second, "load before the event")
 	fs.DurationVar(&c.maxRun, "max-run", 40*time.Second, "bound on the time after the event")
@@ -65,8 +66,8 @@ func parse(args []string) (config, error) {
 	default:
 		errs = append(errs, fmt.Errorf("unknown -scenario %q", c.scenario))
 	}
-	if c.writers < 1 || c.rate < c.writers {
-		errs = append(errs, errors.New("-writers must be at least 1 and -rate at least -writers"))
+	if c.writers < 1 || c.rate < c.writers || c.pinned < 0 {
+		errs = append(errs, errors.New("-writers must be at least 1, -rate at least -writers, -pinned-writers at least 0"))
 	}
 	return c, errors.Join(errs...)
 }
@@ -95,6 +96,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 
+	every := time.Duration(int64(time.Second) * int64(c.writers) / int64(c.rate))
+	w := &writers{addr: c.addr, prefix: prefix, every: every, n: c.writers, pinned: c.pinned}
+
 	obsCtx, stopObs := context.WithCancel(context.Background())
 	defer stopObs()
 	var obsWG sync.WaitGroup
@@ -104,12 +108,15 @@ func run(args []string, stdout, stderr io.Writer) error {
 	promo.pollRoles(obsCtx, &obsWG, c.replicas)
 	old := &oldMaster{}
 	old.sample(obsCtx, &obsWG, c.master)
+	mon := &oldMonitor{w: w, nodes: map[string]bool{c.master: true}}
+	for _, r := range c.replicas {
+		mon.nodes[r] = true
+	}
+	mon.run(obsCtx, &obsWG, c.master)
 
 	loadCtx, stopLoad := context.WithCancel(context.Background())
 	defer stopLoad()
 	var loadWG sync.WaitGroup
-	every := time.Duration(int64(time.Second) * int64(c.writers) / int64(c.rate))
-	w := &writers{addr: c.addr, prefix: prefix, every: every, n: c.writers}
 	w.run(loadCtx, &loadWG, int((c.warmup+c.maxRun)/every)+1)
 	time.Sleep(c.warmup) // a measurement: the load runs on the first master
 
@@ -171,7 +178,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if dead.IsZero() {
 		dead = event
 	}
-	return report(c, w, ev, promo, old, idle, prefix, event, dead, resumed, stdout, logf)
+	return report(c, w, ev, promo, old, mon, idle, prefix, event, dead, resumed, stdout, logf)
 }
 
 // waitRefused returns when connections to addr are refused: the killed
@@ -221,7 +228,7 @@ func maxOf(m map[int]int) int {
 }
 
 // report checks the outcome and prints the RESULT line.
-func report(c config, w *writers, ev *events, promo *promotion, old *oldMaster, idle []*idleConn,
+func report(c config, w *writers, ev *events, promo *promotion, old *oldMaster, mon *oldMonitor, idle []*idleConn,
 	prefix string, event, dead, resumed time.Time, stdout io.Writer, logf func(string, ...any)) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -311,6 +318,9 @@ func report(c config, w *writers, ev *events, promo *promotion, old *oldMaster, 
 	if !resumed.IsZero() {
 		fields = append(fields, "event_to_sigcont="+secs(event, resumed))
 	}
+	for _, kind := range []string{kindPlain, kindPinned} {
+		fields = append(fields, kindFields(c, w, ops, missing, mon, kind, event, promoAt, secs)...)
+	}
 	if idleErr != "" {
 		fields = append(fields, "idle_error="+strconv.Quote(idleErr))
 	}
@@ -325,4 +335,51 @@ func report(c config, w *writers, ev *events, promo *promotion, old *oldMaster, 
 		return w.writeLog(f)
 	}
 	return nil
+}
+
+// kindFields are the RESULT fields of one kind of writer, named
+// <kind>_<field>: its acknowledged writes, errors (in all and at most per
+// writer), acknowledged writes missing on the new master, SETs of its keys
+// the old master ran after the promotion (from MONITOR; "-" when it could
+// not run or the master was killed), and its first write acknowledged by
+// the new master.
+func kindFields(c config, w *writers, ops []op, missing map[string]bool, mon *oldMonitor, kind string,
+	event, promoAt time.Time, secs func(from, to time.Time) string) []string {
+	acked, errs, lost := 0, 0, 0
+	perWriter := make(map[int]int)
+	var first time.Time
+	for _, o := range ops {
+		if w.kind(o.writer) != kind {
+			continue
+		}
+		switch {
+		case o.err != "":
+			errs++
+			perWriter[o.writer]++
+		case missing[w.key(o.writer, o.seq)]:
+			acked++
+			lost++
+		default:
+			acked++
+			if !promoAt.IsZero() && o.done.After(promoAt) && (first.IsZero() || o.done.Before(first)) {
+				first = o.done
+			}
+		}
+	}
+	oldAfter := "-"
+	if c.scenario != "kill9" && !promoAt.IsZero() {
+		if n, ok := mon.setsAfter(promoAt); ok {
+			oldAfter = strconv.Itoa(n[kind])
+		}
+	}
+	return []string{
+		kind + "_writers=" + strconv.Itoa(map[string]int{kindPlain: w.n, kindPinned: w.pinned}[kind]),
+		kind + "_acked=" + strconv.Itoa(acked),
+		kind + "_errors=" + strconv.Itoa(errs),
+		kind + "_max_errors_per_writer=" + strconv.Itoa(maxOf(perWriter)),
+		kind + "_lost=" + strconv.Itoa(lost),
+		kind + "_old_after_promotion=" + oldAfter,
+		kind + "_event_to_first_new=" + secs(event, first),
+		kind + "_promotion_to_first_new=" + secs(promoAt, first),
+	}
 }
