@@ -11,8 +11,14 @@ import (
 
 // Framer limits used when the corresponding Framer field is zero.
 const (
-	// DefaultMaxDepth is the deepest aggregate nesting a Framer accepts.
-	DefaultMaxDepth = 128
+	// DefaultMaxDepth is the most nesting levels a Framer holds at once
+	// (see Framer.MaxDepth): twice the deepest Redis reply. Redis 7.0 nests
+	// a Lua table that contains itself 7,995 deep, then writes "-ERR reached
+	// lua stack limit" (Lua's LUAI_MAXCSTACK 8000; measured for arrays, maps
+	// and sets, RESP2 and RESP3); no other reply nests more than a few
+	// levels. Worst case 16,384 x 16 bytes = 256 KiB per backend connection,
+	// only while such a frame is read.
+	DefaultMaxDepth = 1 << 14
 	// DefaultMaxBulk is Redis's proto-max-bulk-len, the largest bulk string
 	// accepted in replies and requests.
 	DefaultMaxBulk = 512 << 20
@@ -24,57 +30,6 @@ const (
 	// signed 64-bit number has at most 20 characters.
 	maxHeaderLen = 32
 )
-
-// Frame describes one top-level reply frame read by a Framer.
-type Frame struct {
-	// Type is the first byte of the top-level frame: + - : $ * _ , # ( ! = % ~ | >
-	Type byte
-	// Size is the total bytes of the frame on the wire, including nested
-	// elements and CRLFs.
-	Size int64
-	// Small holds the frame's exact bytes when Size <= the framer's capture
-	// limit, else nil. It is valid until the next call to Next.
-	Small []byte
-}
-
-// IsError reports whether the frame is an error reply (- or !).
-func (f Frame) IsError() bool { return f.Type == '-' || f.Type == '!' }
-
-// IsReply reports whether the frame answers a command: false for pushes (>)
-// and attributes (|), which are not replies (an attribute precedes the reply
-// it annotates).
-func (f Frame) IsReply() bool { return f.Type != '>' && f.Type != '|' }
-
-// ErrorText returns the error message ("READONLY You can't ...") for - and !
-// frames when captured, else "".
-func (f Frame) ErrorText() string {
-	if len(f.Small) < 3 {
-		return ""
-	}
-	switch f.Type {
-	case '-':
-		return string(f.Small[1 : len(f.Small)-2])
-	case '!':
-		i := bytes.IndexByte(f.Small, '\n')
-		if i < 0 || i+1 > len(f.Small)-2 {
-			return ""
-		}
-		return string(f.Small[i+1 : len(f.Small)-2])
-	}
-	return ""
-}
-
-// ProtocolError reports malformed RESP read by a Framer. The stream cannot be
-// resynchronised after it: the connection must be closed.
-type ProtocolError struct {
-	Offset int64  // bytes of the frame consumed before the fault
-	Msg    string // what was wrong
-}
-
-// Error describes the fault and where in the frame it was found.
-func (e *ProtocolError) Error() string {
-	return fmt.Sprintf("resp protocol error at frame offset %d: %s", e.Offset, e.Msg)
-}
 
 // Parser states of the element being read.
 const (
@@ -93,14 +48,17 @@ type level struct {
 // Framer splits a RESP2/RESP3 reply stream into top-level frames and copies
 // each frame's bytes unchanged to a writer as they arrive. Its memory is
 // bounded whatever the input: the read buffer, the capture buffer and a
-// nesting stack of at most MaxDepth levels. Payloads are streamed in chunks
+// nesting stack of at most MaxDepth levels, grown only while a frame needs
+// it and given back when the frame ends. Payloads are streamed in chunks
 // and element counts are only counters, never allocations. It checks framing
 // only: the text of simple lines (+ - : _ , # () is passed through unchecked.
 //
 // Set the limit fields before the first call to Next. A Framer is not safe
 // for concurrent use.
 type Framer struct {
-	// MaxDepth is the deepest aggregate nesting accepted (0 → 128).
+	// MaxDepth is the most nesting levels held at once (0 → DefaultMaxDepth):
+	// one per aggregate with elements to come after the one being read, so
+	// nesting in the last element (*1 *1 *1 ...) costs one level in all.
 	MaxDepth int
 	// MaxBulk is the largest bulk, bulk error, verbatim string or streamed
 	// string chunk accepted (0 → 512 MiB, Redis's proto-max-bulk-len).
@@ -147,7 +105,7 @@ func NewFramer(r io.Reader, bufSize int) *Framer {
 // makes the framer read from r. Limit fields are kept.
 func (f *Framer) Reset(r io.Reader) {
 	f.br.Reset(r)
-	f.stack = f.stack[:0]
+	f.stack = f.stackArr[:0]
 	f.err = nil
 	f.inFrame = false
 	f.resetFrame()
@@ -225,6 +183,7 @@ func (f *Framer) Next(w io.Writer) (Frame, error) {
 		buf, _ := f.br.Peek(f.br.Buffered())
 		k, done, perr := f.step(buf)
 		if perr != nil {
+			f.stack = f.stackArr[:0] // the framer is dead: let a deep stack go now
 			f.err = perr
 			return Frame{}, perr
 		}
@@ -261,6 +220,7 @@ func (f *Framer) Next(w io.Writer) (Frame, error) {
 					fr.Small = f.capBuf
 				}
 			}
+			f.stack = f.stackArr[:0] // a deep frame's stack is not kept with the connection
 			f.inFrame = false
 			return fr, nil
 		}
@@ -453,11 +413,31 @@ func (f *Framer) open(t byte, text []byte) (elem, attr bool, msg string) {
 		}
 		left = n
 	}
-	if len(f.stack) >= f.maxDepth() {
-		return false, false, fmt.Sprintf("nesting deeper than %d", f.maxDepth())
+	if top := len(f.stack) - 1; top >= 0 && f.stack[top].left == 1 && !attr {
+		// Tail elimination: the last element of its parent, it ends when
+		// the parent does, and only the top level is ever touched, so it
+		// takes the parent's place with the parent's attr flag (an
+		// attribute's last value ends the attribute). Not for an attribute,
+		// which the parent's last element still follows, nor in a streamed
+		// parent (left -1), which a '.' still ends.
+		f.stack[top] = level{left: left, attr: f.stack[top].attr}
+		return false, false, ""
 	}
-	f.stack = append(f.stack, level{left: left, attr: attr})
+	if len(f.stack) >= f.maxDepth() {
+		return false, false, fmt.Sprintf("nesting deeper than %d open levels", f.maxDepth())
+	}
+	f.push(level{left: left, attr: attr})
 	return false, false, ""
+}
+
+// push adds a level, doubling the stack up to MaxDepth levels at most.
+func (f *Framer) push(l level) {
+	if len(f.stack) == cap(f.stack) {
+		s := make([]level, len(f.stack), min(2*cap(f.stack), f.maxDepth()))
+		copy(s, f.stack)
+		f.stack = s
+	}
+	f.stack = append(f.stack, l)
 }
 
 // complete records that an element ended and reports whether it ended the

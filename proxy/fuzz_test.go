@@ -101,8 +101,11 @@ func frameAll(t *testing.T, r io.Reader, bufSize int) ([]fuzzFrame, []byte, erro
 	for {
 		before := out.Len()
 		fr, err := f.Next(&out)
-		if len(f.stack) > f.MaxDepth || cap(f.stack) > 2*f.MaxDepth || cap(f.capBuf) > DefaultCaptureLimit {
+		if len(f.stack) > f.MaxDepth || cap(f.stack) > max(f.MaxDepth, len(f.stackArr)) || cap(f.capBuf) > DefaultCaptureLimit {
 			t.Fatalf("memory bound broken: stack %d (cap %d), capture cap %d", len(f.stack), cap(f.stack), cap(f.capBuf))
+		}
+		if err == nil && cap(f.stack) != len(f.stackArr) {
+			t.Fatalf("a stack of cap %d kept after the frame", cap(f.stack))
 		}
 		if err != nil {
 			return frames, out.Bytes(), err
@@ -143,9 +146,14 @@ func FuzzFramer(f *testing.F) {
 		"%1\r\n+a\r\n+b\r\n", "~1\r\n:1\r\n", "|1\r\n+a\r\n+b\r\n:1\r\n", ">2\r\n+a\r\n+b\r\n",
 		"$?\r\n;1\r\na\r\n;0\r\n", "*?\r\n:1\r\n.\r\n", "%?\r\n+a\r\n+b\r\n.\r\n",
 		"*2\r\n|1\r\n+a\r\n+b\r\n:1\r\n:2\r\n", strings.Repeat("*1\r\n", 17) + ":1\r\n",
+		strings.Repeat("*2\r\n", 17) + ":1\r\n", strings.Repeat("*1\r\n|1\r\n+a\r\n", 20) + ":1\r\n",
+		strings.Repeat("%1\r\n+k\r\n*?\r\n", 9) + strings.Repeat(".\r\n", 9) + "+OK\r\n",
 		"$3\r\nfooXY", "+OK\rX", "x\r\n", ".\r\n", ";1\r\na\r\n", "$65537\r\n",
 	} {
 		f.Add([]byte(s))
+	}
+	for _, sh := range nestShapes {
+		f.Add([]byte(nestFrame(sh.links, 20, ":1\r\n") + "+OK\r\n"))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		frames, written, err := frameAll(t, bytes.NewReader(data), 64)
@@ -169,6 +177,28 @@ func FuzzFramer(f *testing.F) {
 		var perr, perr1 *ProtocolError
 		if errors.As(err, &perr) && errors.As(err1, &perr1) && perr.Offset != perr1.Offset {
 			t.Fatalf("protocol error offset %d vs %d one byte at a time", perr.Offset, perr1.Offset)
+		}
+		// A recursive parser with no depth limit finds the same frames, and
+		// the same end (unless the framer hit its MaxDepth of 16 first).
+		sizes, status := refFrames(data, 1<<16)
+		if errors.As(err, &perr) && strings.HasPrefix(perr.Msg, "nesting deeper") {
+			if len(sizes) < len(frames) {
+				t.Fatalf("reference: %d frames before a nesting error after %d", len(sizes), len(frames))
+			}
+			sizes, status = sizes[:len(frames)], refBad
+		}
+		if want := map[int]string{refOK: "eof", refIncomplete: "unexpected eof", refBad: "protocol"}[status]; want != class {
+			t.Fatalf("framer ended with %v, reference with %s", err, want)
+		}
+		if len(sizes) != len(frames) {
+			t.Fatalf("framer read %d frames, reference %d", len(frames), len(sizes))
+		}
+		var off int64
+		for i, fr := range frames {
+			if fr.size != int64(sizes[i]) || fr.typ != data[off] {
+				t.Fatalf("frame %d: {%q %d}, reference size %d", i, fr.typ, fr.size, sizes[i])
+			}
+			off += fr.size
 		}
 		// The complete frames, re-read on their own, are the same frames.
 		var total int64
