@@ -102,6 +102,27 @@ func (s *session) answerLost(cmds []Command, infos []cmdInfo) error {
 	return nil
 }
 
+// settleTx brings the transaction state up to date with commands answered
+// "may have run" after their connection was lost (lost has already run).
+// Whether they ran or not, the client's view is that an EXEC, DISCARD or
+// RESET among them closed the transaction, and that a MULTI among them
+// opened one, which the lost connection took with it: the rest of it is
+// answered as lost, as for a MULTI open before the loss.
+func (s *session) settleTx(infos []cmdInfo) {
+	for _, in := range infos {
+		switch in.kind {
+		case kindMulti:
+			s.txLost = true
+		case kindExec, kindDiscard, kindReset:
+			s.txLost, s.watchGone = false, false
+		case kindWatch:
+			s.watchGone = !s.txLost
+		case kindUnwatch:
+			s.watchGone = false
+		}
+	}
+}
+
 // pendingReply is a command of a batch to send again, with the error the
 // server gave it (if any), answered when the retry cannot be made.
 type pendingReply struct {
@@ -228,7 +249,7 @@ func (s *session) retryBackend(oldAddr string, needNew bool) (*backend, error) {
 		addr, changed := s.srv.source().Master()
 		if addr != "" && (addr != oldAddr || !needNew) {
 			key := s.poolKey(addr)
-			if b := s.srv.pool.get(key); b != nil {
+			if b := s.pooled(key); b != nil {
 				return b, nil
 			}
 			b, err := s.dial(addr, key, deadline)

@@ -184,3 +184,150 @@ func TestSweepDeadlineOnBusySession(t *testing.T) {
 		t.Fatalf("the rest of the request got %q, want +PONG", got)
 	}
 }
+
+// scriptedMaster is a source whose master answers each read of its n-th
+// connection (from 0) with answer(n, what it read), closing the connection
+// after writing when answer says so.
+func scriptedMaster(t *testing.T, answer func(conn int, req string) (reply string, hangUp bool)) *fakeSource {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for i := 0; ; i++ {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func(i int) {
+				defer nc.Close()
+				buf := make([]byte, 4096)
+				for {
+					n, err := nc.Read(buf)
+					if err != nil {
+						return
+					}
+					reply, hangUp := answer(i, string(buf[:n]))
+					nc.Write([]byte(reply))
+					if hangUp {
+						return
+					}
+				}
+			}(i)
+		}
+	}()
+	return newFakeSource(ln.Addr().String())
+}
+
+// A named session whose connection was lost goes on under its name: it
+// takes a new connection with the name replayed, never an unnamed idle one
+// from the pool.
+func TestNamedSessionKeepsNameAfterLoss(t *testing.T) {
+	r := startRedis(t)
+	_, paddr := startProxy(t, newFakeSource(r), nil)
+	c := dialRedis(t, paddr)
+	if got := c.do("CLIENT", "SETNAME", "keepme"); got != "+OK\r\n" {
+		t.Fatalf("CLIENT SETNAME = %q", got)
+	}
+	plain := dialRedis(t, paddr)
+	if got := plain.do("PING"); got != "+PONG\r\n" { // leaves an idle connection in the pool
+		t.Fatalf("PING = %q", got)
+	}
+	direct := dialRedis(t, r)
+	var id string
+	for _, line := range strings.Split(direct.do("CLIENT", "LIST"), "\n") {
+		if strings.Contains(line, " name=keepme ") {
+			id = strings.TrimPrefix(strings.Fields(line)[0], "id=")
+		}
+	}
+	if id == "" || direct.do("CLIENT", "KILL", "ID", id) != ":1\r\n" {
+		t.Fatalf("could not kill the named connection (id %q)", id)
+	}
+	waitFor(t, func() bool { return !strings.Contains(direct.do("CLIENT", "LIST"), "name=keepme ") })
+	if got := c.do("CLIENT", "GETNAME"); got != "$6\r\nkeepme\r\n" {
+		t.Fatalf("CLIENT GETNAME after the connection was lost = %q", got)
+	}
+}
+
+// An EXEC whose reply was lost with its connection ends the transaction as
+// far as the client knows: it gets "may have run", and its next command
+// runs normally instead of being answered as part of a lost transaction.
+func TestExecInFlightEndsTransaction(t *testing.T) {
+	r := startRedis(t)
+	src := scriptedMaster(t, func(_ int, req string) (string, bool) {
+		switch {
+		case strings.Contains(req, "EXEC"):
+			return "", true
+		case strings.Contains(req, "MULTI"):
+			return "+OK\r\n", false
+		}
+		return "+QUEUED\r\n", false
+	})
+	_, paddr := startProxy(t, src, nil)
+	c := dialRedis(t, paddr)
+	for _, step := range []struct{ args []string }{{[]string{"MULTI"}}, {[]string{"INCR", "x"}}} {
+		if got := c.do(step.args...); !strings.HasPrefix(got, "+") {
+			t.Fatalf("%s = %q", step.args[0], got)
+		}
+	}
+	if got := c.do("EXEC"); !strings.Contains(got, "may have run") {
+		t.Fatalf("EXEC = %q, want may have run", got)
+	}
+	src.set(r)
+	if got := c.do("PING"); got != "+PONG\r\n" {
+		t.Fatalf("PING after the EXEC = %q", got)
+	}
+}
+
+// A MULTI whose connection breaks before the end of its own batch (the
+// connection was not pinned yet) is a lost transaction: EXEC answers
+// -EXECABORT, and no later command is taken as queued.
+func TestMultiLostInItsOwnBatch(t *testing.T) {
+	r := startRedis(t)
+	src := scriptedMaster(t, func(int, string) (string, bool) { return "+OK\r\n", true })
+	_, paddr := startProxy(t, src, nil)
+	c := dialRedis(t, paddr)
+	c.send(string(appendCommand(appendCommand(nil, "MULTI"), "INCR", "x")))
+	if got := c.reply(); got != "+OK\r\n" {
+		t.Fatalf("MULTI = %q", got)
+	}
+	if got := c.reply(); !strings.Contains(got, "may have run") {
+		t.Fatalf("INCR = %q, want may have run", got)
+	}
+	if got := c.do("EXEC"); !strings.HasPrefix(got, "-EXECABORT") {
+		t.Fatalf("EXEC = %q, want -EXECABORT", got)
+	}
+	src.set(r)
+	if got := c.do("SELECT", "1"); got != "+OK\r\n" {
+		t.Fatalf("SELECT = %q", got)
+	}
+	if got := c.do("SET", "k", "v"); got != "+OK\r\n" {
+		t.Fatalf("SET = %q", got)
+	}
+	direct := dialRedis(t, r)
+	direct.do("SELECT", "1")
+	if got := direct.do("GET", "k"); got != "$1\r\nv\r\n" {
+		t.Fatalf("GET k in db 1 = %q: the SELECT was not applied", got)
+	}
+}
+
+// A connection that breaks inside a small reply leaves the client's stream
+// intact: the read is sent again, and the client stays.
+func TestBreakInsideSmallReply(t *testing.T) {
+	src := scriptedMaster(t, func(conn int, req string) (string, bool) {
+		if conn == 0 {
+			return "$9\r\nfrom-", true
+		}
+		return "$9\r\nfrom-next\r\n", false
+	})
+	_, paddr := startProxy(t, src, nil)
+	c := dialRedis(t, paddr)
+	if got := c.do("GET", "k"); got != "$9\r\nfrom-next\r\n" {
+		t.Fatalf("GET = %q, want the answer of the next connection", got)
+	}
+	if got := c.do("GET", "k"); got != "$9\r\nfrom-next\r\n" {
+		t.Fatalf("GET after = %q", got)
+	}
+}

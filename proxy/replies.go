@@ -57,9 +57,7 @@ func (s *session) replies(b *backend, cmds []Command, infos []cmdInfo) error {
 			return s.resolve(b.addr, cmds, infos, len(cmds))
 		case err != nil:
 			s.failed(b)
-			for j := i; j < len(cmds); j++ {
-				s.writeError(mayHaveRun(infos[j]))
-			}
+			s.answerMayHaveRun(infos[i:])
 			return nil
 		case rw.holding && !rw.discarding && isRetryable(rw.held):
 			rw.discarding = true
@@ -98,6 +96,16 @@ const (
 	errMayHaveRun    = "ERR connection to the master lost before the reply; the command may have run (sentinel-proxy)"
 	errBlockedMayRun = "UNBLOCKED connection to the master lost while the command was blocked; it may have run (sentinel-proxy)"
 )
+
+// answerMayHaveRun answers commands whose replies were lost with their
+// connection (failed has run), and settles what they may have done to the
+// transaction.
+func (s *session) answerMayHaveRun(infos []cmdInfo) {
+	for i := range infos {
+		s.writeError(mayHaveRun(infos[i]))
+	}
+	s.settleTx(infos)
+}
 
 // mayHaveRun is the error for a command whose reply was lost with the
 // connection. A blocked command gets Redis's own UNBLOCKED code, which is
@@ -154,6 +162,9 @@ func (s *session) reply(b *backend, cmd Command, info cmdInfo) error {
 		}
 		s.rw.frame()
 		f, err := b.fr.Next(&s.rw)
+		if err == nil {
+			err = s.rw.end()
+		}
 		if err != nil {
 			return err
 		}
@@ -265,16 +276,26 @@ func (s *session) setAuth(user, pass string) {
 	s.keyAddr = ""
 }
 
+// partLimit is the largest reply frame kept whole until its last byte has
+// arrived. A backend connection that breaks inside such a frame leaves the
+// client's stream intact: the command is answered with an error instead. A
+// larger frame streams to the client as it arrives (a 100 MB GET is not
+// held in memory), and a break inside it leaves the client's stream broken.
+const partLimit = 16 << 10
+
 // replyWriter is where a backend reply frame goes. Normally that is the
-// client, counting what was written (a backend failure after part of a
+// client: a frame up to partLimit once complete, a larger one as it
+// arrives, counting what was written (a backend failure after part of a
 // reply went out leaves the client's stream broken). With holdErrors set, an
 // error frame is kept in held instead, so that the session can retry the
 // command rather than pass the error on. With discarding set, frames are
 // dropped: they answer commands that will be sent again.
 type replyWriter struct {
-	client *bufio.Writer
-	n      int64 // bytes of this frame written to the client
-	err    error // the client's write error
+	client    *bufio.Writer
+	n         int64  // bytes of this frame written to the client
+	err       error  // the client's write error
+	part      []byte // the frame so far, while within partLimit
+	streaming bool   // the frame outgrew partLimit: written as it arrives
 
 	holdErrors bool
 	holding    bool
@@ -286,7 +307,28 @@ type replyWriter struct {
 
 // frame prepares for the next frame.
 func (w *replyWriter) frame() {
-	w.n, w.first, w.holding = 0, true, false
+	w.n, w.first, w.holding, w.streaming = 0, true, false, false
+	w.part = w.part[:0]
+}
+
+// end passes on a complete frame that was kept whole.
+func (w *replyWriter) end() error {
+	if len(w.part) == 0 || w.holding || w.discarding {
+		return nil
+	}
+	_, err := w.pass(w.part)
+	w.part = w.part[:0]
+	return err
+}
+
+// pass writes to the client.
+func (w *replyWriter) pass(p []byte) (int, error) {
+	n, err := w.client.Write(p)
+	w.n += int64(n)
+	if err != nil {
+		w.err = err
+	}
+	return n, err
 }
 
 func (w *replyWriter) Write(p []byte) (int, error) {
@@ -304,10 +346,16 @@ func (w *replyWriter) Write(p []byte) (int, error) {
 	case w.discarding:
 		return len(p), nil
 	}
-	n, err := w.client.Write(p)
-	w.n += int64(n)
-	if err != nil {
-		w.err = err
+	if !w.streaming {
+		if len(w.part)+len(p) <= partLimit {
+			w.part = append(w.part, p...)
+			return len(p), nil
+		}
+		w.streaming = true
+		if _, err := w.pass(w.part); err != nil {
+			return 0, err
+		}
+		w.part = w.part[:0]
 	}
-	return n, err
+	return w.pass(p)
 }

@@ -220,7 +220,7 @@ func (s *session) serve() {
 // need not keep. It reports whether the parker took it.
 func (s *session) park() bool {
 	s.rd.cmds, s.infos, s.bufs, s.pending = nil, nil, nil, nil
-	s.rw.held = nil
+	s.rw.held, s.rw.part = nil, nil
 	return s.srv.parker.park(s)
 }
 
@@ -400,17 +400,13 @@ func (s *session) forward(cmds []Command, infos []cmdInfo) error {
 			}
 			return nil
 		}
-		for i := range cmds {
-			s.writeError(mayHaveRun(infos[i]))
-		}
+		s.answerMayHaveRun(infos)
 		return nil
 	}
 	if hidden {
 		if err := s.skipReply(b); err != nil {
 			s.failed(b)
-			for i := range cmds {
-				s.writeError(mayHaveRun(infos[i]))
-			}
+			s.answerMayHaveRun(infos)
 			return nil
 		}
 	}
@@ -476,7 +472,7 @@ func (s *session) acquire() (*backend, error) {
 			return nil, err
 		}
 		key := s.poolKey(addr)
-		if b := s.srv.pool.get(key); b != nil {
+		if b := s.pooled(key); b != nil {
 			return b, nil
 		}
 		b, err := s.dial(addr, key, deadline)
@@ -497,6 +493,16 @@ func (s *session) acquire() (*backend, error) {
 		}
 		t.Stop()
 	}
+}
+
+// pooled takes an idle connection in the session's state, or returns nil.
+// A named session takes none: the pool key does not carry the client name,
+// which only a new connection (dial replays it) gets.
+func (s *session) pooled(key poolKey) *backend {
+	if s.name != "" {
+		return nil
+	}
+	return s.srv.pool.get(key)
 }
 
 func (s *session) dial(addr string, key poolKey, deadline time.Time) (*backend, error) {
@@ -558,9 +564,13 @@ func (s *session) failed(b *backend) {
 // lost drops a connection that failed. If it carried a transaction or a
 // WATCH, later commands of that transaction are answered with errors
 // instead of running outside it.
+//
+// b carries the session's state when it is the pinned connection, or, with
+// none pinned yet, the connection of the current batch (a MULTI, WATCH or
+// CLIENT SETNAME earlier in the batch has not pinned it yet).
 func (s *session) lost(b *backend) {
 	s.srv.pool.discard(b)
-	if s.pinned != b {
+	if s.pinned != nil && s.pinned != b {
 		return
 	}
 	s.setPinned(nil)
