@@ -2,56 +2,168 @@ package proxy
 
 import (
 	"bufio"
-	"bytes"
-	"context"
 	"errors"
-	"strings"
+	"net"
 	"sync"
-	"sync/atomic"
-	"time"
 
 	"go.uber.org/zap"
 )
 
 // duplex streams a pinned connection in both directions at once. Pub/Sub,
 // MONITOR and client-side caching make the server send frames that answer
-// no command, so replies can no longer be matched to commands: the session
-// goroutine forwards the client's commands while a copier goroutine streams
-// every frame from the server to the client.
+// no command: the session goroutine forwards the client's commands while a
+// copier goroutine (duplex_copy.go) streams every frame from the server to
+// the client.
 //
-// The client writer is shared: the copier takes s.wmu for the whole of a
-// frame (from its first byte to its last), the session goroutine for each
-// error reply it writes itself.
+// Replies are still matched to commands. Every command forwarded is an
+// entry of a FIFO until its reply has been streamed: in RESP3 a reply is any
+// frame but a push (>) or an attribute (|); a RESP2 connection that is
+// subscribed answers only PING, QUIT, RESET and the (un)subscribe commands,
+// and messages are told from replies by their first element; (un)subscribe
+// commands are answered by one confirmation per channel. That matching is
+// what lets the proxy
+//   - answer commands itself (refusals, proxy-terminated AUTH) in their turn;
+//   - record SELECT, AUTH, HELLO and CLIENT SETNAME only when they succeeded,
+//     and replay them when the session moves to another master;
+//   - know, when the connection is lost, which commands it did not answer;
+//   - end full duplex at an exact frame boundary: when the client has left
+//     every subscription (or sent RESET, or turned tracking off) the
+//     session goes back to request/response and gives the connection back.
 //
-// When the server connection is lost (the master changed, or Sentinel
-// killed pub/sub clients while reconfiguring), a session that only
-// subscribed is subscribed again on the current master to the same
-// channels, patterns and shard channels, and the confirmations are not
-// passed on: the client does not notice. MONITOR and CLIENT TRACKING cannot
-// be moved (what the server tracked is gone), so those clients are
-// disconnected and reconnect as they would after a server restart.
+// When the server connection is lost (the master changed, or Sentinel killed
+// pub/sub clients while reconfiguring), a session that only subscribed is
+// subscribed again on the current master to the channels the lost connection
+// had confirmed (those confirmations are not passed on), and the commands the
+// lost connection did not answer are sent again in order: (un)subscribe
+// commands, and commands that are safe to repeat (reads, PING, SELECT, AUTH,
+// HELLO); the others are answered "may have run". Commands that arrive while
+// it moves wait, and go to the new connection after those. MONITOR, CLIENT
+// TRACKING and open transactions cannot be moved (what the server kept is
+// gone): those clients are disconnected, as after a server restart; so is
+// a client that already received part of a frame (frames up to stageLimit
+// are passed on only once complete).
 //
-// The copier exits when the client fails, when a lost connection cannot be
-// replaced, or when stop closes the connection.
+// QUIT is answered +OK by the proxy in its turn, as on the ordinary path;
+// the client is closed after it.
+//
+// Locks: d.mu before s.wmu, never the other way round. The copier holds
+// s.wmu for the whole of a frame it passes on (from its first byte to its
+// last), never while it takes d.mu.
 type duplex struct {
-	s     *session
-	state connState // the session's state when it went full duplex
-	name  string
-	done  chan struct{}
-	quit  atomic.Bool
+	s       *session
+	q       *outQueue     // between the client writer and the client, with an output limit; nil without
+	authed  bool          // proxy-terminated auth passed when full duplex began
+	done    chan struct{} // closed when the copier exits
+	stopc   chan struct{} // closed by stop: a move in progress gives up
+	verdict chan struct{} // a command that might have ended full duplex did not
 
-	mu       sync.Mutex // guards b and subs
+	mu       sync.Mutex
+	cond     *sync.Cond // a move or a write of the session ended
 	b        *backend
-	subs     [3]map[string]struct{} // channels, patterns, shard channels
-	movable  bool                   // false after MONITOR or CLIENT TRACKING
-	quitSent bool                   // QUIT was forwarded: the end is expected
+	fifo     []*entry
+	moving   bool // the copier is replacing the connection: the session waits
+	writing  bool // the session is writing to b without holding mu
+	quit     bool // stop was called
+	over     bool // the copier ended; the client is being closed
+	handover bool // the copier stopped at the end of full duplex and left b to the session
 
-	q *outQueue // between the client writer and the client, with an output limit; nil without
+	link link // the copier's; the session reads it once the copier exited
+
+	// The session goroutine's own.
+	hint    hints
+	inMulti bool
+	batch   []*entry
+	bufs    net.Buffers
 }
 
+// link is the state of the server connection as its replies showed it.
+type link struct {
+	st       connState
+	name     string
+	subs     [3]map[string]struct{} // confirmed channels, patterns, shard channels
+	monitor  bool
+	tracking bool
+	multi    bool // MULTI answered, no EXEC or DISCARD yet
+	watching bool
+	sticky   bool // CLIENT ID, NO-EVICT or CACHING ran
+	unsure   bool // state or subscriptions changed inside a transaction: not known
+	reset    bool // RESET ran: the session forgets its own state too
+}
+
+// hints is what the session goroutine expects of the connection from the
+// commands it sent, before any reply: where a batch may end full duplex.
+type hints struct {
+	subs              [3]map[string]struct{}
+	monitor, tracking bool
+}
+
+// duplexOp is what the reply to a command changes on the connection.
+type duplexOp uint8
+
+const (
+	opNone duplexOp = iota
+	opSub           // (P|S)(UN)SUBSCRIBE
+	opSelect
+	opAuth
+	opHello
+	opSetName
+	opSticky // CLIENT ID, NO-EVICT, CACHING
+	opMonitor
+	opTrackOn
+	opTrackOff
+	opReset
+	opMulti
+	opTxEnd // EXEC, DISCARD
+	opWatch
+	opUnwatch
+)
+
+// entry is a command on the duplex connection, or the proxy's own answer to
+// one, kept in the client's order until it is answered.
+type entry struct {
+	raw     []byte // the command; nil when it cannot be sent again
+	owned   bool   // raw is a copy (else the client reader's, valid during the write)
+	info    cmdInfo
+	op      duplexOp
+	args    []string // arguments of SELECT, AUTH, HELLO, CLIENT SETNAME
+	local   string   // the proxy's answer (a whole frame); "" for a forwarded command
+	again   bool     // safe to send again after its reply was lost
+	sent    bool     // (part of it) written to the current connection
+	swallow bool     // the proxy's own command: its replies go nowhere
+	end     bool     // the session waits after it: it may end full duplex
+	quit    bool     // QUIT, answered +OK in its turn; then the client is closed
+
+	set   int      // (un)subscribe: the set it changes (0-2), else -1
+	unsub bool     // (P|S)UNSUBSCRIBE
+	all   bool     // (P|S)UNSUBSCRIBE without arguments: until the set is empty
+	chans []string // channels whose confirmation is still due
+}
+
+// subNames are the (un)subscribe commands of each set.
+var subNames = [3][2]string{{"SUBSCRIBE", "UNSUBSCRIBE"}, {"PSUBSCRIBE", "PUNSUBSCRIBE"}, {"SSUBSCRIBE", "SUNSUBSCRIBE"}}
+
+const errNotSent = "ERR could not send the command to the master; it did not run (sentinel-proxy)"
+
+var (
+	// errHandover stops the copier at the end of full duplex.
+	errHandover = errors.New("full duplex ended")
+	// errQuitAnswered stops the copier once QUIT was answered.
+	errQuitAnswered = errors.New("QUIT answered")
+)
+
 // startDuplex pins a connection, forwards cmd (the command that makes the
-// connection full duplex) and starts the copier.
+// connection full duplex) and starts the copier. When no connection can be
+// had it answers the error and leaves s.duplex nil; s.duplex is nil too when
+// cmd ended full duplex at once (UNSUBSCRIBE while not subscribed): either
+// way the caller goes on with the ordinary path.
 func (s *session) startDuplex(cmd Command) error {
+	if s.w != nil {
+		// Replies to the commands before cmd go out before the writer
+		// is pointed at the output queue (Reset would drop them).
+		if err := s.w.Flush(); err != nil {
+			return err
+		}
+	}
 	b, err := s.acquire()
 	if err != nil {
 		s.writeError(s.acquireErrorText(err))
@@ -60,7 +172,7 @@ func (s *session) startDuplex(cmd Command) error {
 	s.setPinned(nil) // the duplex owns it from now on
 	s.srv.pinnedN.Add(1)
 	s.streaming.Store(true)
-	w := s.out() // the session keeps this writer from now on
+	w := s.out() // the session keeps this writer until full duplex ends
 	var q *outQueue
 	if limit := s.srv.settings().OutputLimit; limit > 0 {
 		q = newOutQueue(s.conn, limit, func() {
@@ -71,276 +183,99 @@ func (s *session) startDuplex(cmd Command) error {
 		})
 		w.Reset(q)
 	}
-	d := &duplex{s: s, state: s.state, name: s.name, b: b, movable: true, done: make(chan struct{}), q: q}
-	for i := range d.subs {
-		d.subs[i] = make(map[string]struct{})
+	d := &duplex{s: s, q: q, authed: s.authed, b: b, inMulti: s.multi,
+		done: make(chan struct{}), stopc: make(chan struct{}), verdict: make(chan struct{}, 1),
+		link: link{st: s.state, name: s.name, multi: s.multi, watching: s.watching, sticky: s.sticky}}
+	d.cond = sync.NewCond(&d.mu)
+	for i := range d.link.subs {
+		d.link.subs[i] = make(map[string]struct{})
+		d.hint.subs[i] = make(map[string]struct{})
 	}
 	s.duplex = d
 	go d.copy()
-	return d.forward([]Command{cmd})
+	return d.send([]Command{cmd}, []cmdInfo{classify(cmd.Args)})
 }
 
-// forward writes cmds to the server, recording subscriptions. Commands the
-// proxy refuses are answered at once.
-func (d *duplex) forward(cmds []Command) error {
+// handOver ends full duplex once the copier stopped at the reply that ended
+// it, with every reply before it streamed: the connection goes back to the
+// session (pinned if its state needs it, else to the pool) and the rest of
+// the batch runs on the ordinary path.
+func (d *duplex) handOver(rest []Command) error {
 	s := d.s
-	s.bufs = s.bufs[:0]
-	d.mu.Lock()
-	policy := s.srv.settings().Policy
-	for i := range cmds {
-		info := classify(cmds[i].Args)
-		if r := policy.refusal(cmds[i].Args); r != "" {
-			info = cmdInfo{kind: kindRefused, refusal: r}
-		} else if info.kind == kindClientKill {
-			info = cmdInfo{kind: kindRefused, refusal: errClientKill}
-		}
-		if info.kind == kindRefused {
-			d.mu.Unlock()
-			s.wmu.Lock()
-			s.writeError(info.refusal)
-			err := s.w.Flush()
-			s.wmu.Unlock()
-			if err != nil {
-				return err
-			}
-			d.mu.Lock()
-			continue
-		}
-		d.record(cmds[i].Args, info.kind)
-		s.bufs = append(s.bufs, cmds[i].Raw)
-	}
-	b := d.b
-	d.mu.Unlock()
-	if len(s.bufs) == 0 {
-		return nil
-	}
-	bufs := s.bufs
-	if _, err := bufs.WriteTo(b.nc); err != nil {
-		d.mu.Lock()
-		moved := d.b != b || d.movable
-		d.mu.Unlock()
-		if moved {
-			// The copier is moving the subscriptions, which already
-			// include these commands.
-			return nil
-		}
-		return errors.Join(errors.New("write to master"), err)
-	}
-	return nil
-}
-
-// record notes what a command does to the subscriptions. d.mu is held.
-func (d *duplex) record(args [][]byte, kind cmdKind) {
-	name := strings.ToLower(string(args[0]))
-	switch {
-	case kindOf(name) >= 0 && strings.HasSuffix(name, "unsubscribe"):
-		set := d.subs[kindOf(name)]
-		if len(args) == 1 {
-			clear(set)
-		}
-		for _, a := range args[1:] {
-			delete(set, string(a))
-		}
-	case kindOf(name) >= 0:
-		for _, a := range args[1:] {
-			d.subs[kindOf(name)][string(a)] = struct{}{}
-		}
-	case name == "monitor" || kind == kindDuplex:
-		d.movable = false // MONITOR, CLIENT TRACKING ON
-	case name == "reset":
-		for i := range d.subs {
-			clear(d.subs[i])
-		}
-		d.movable = true
-	case name == "quit":
-		d.quitSent = true
-	}
-}
-
-// kindOf maps (un)subscribe command names to the index of their set in
-// duplex.subs, or -1.
-func kindOf(name string) int {
-	switch strings.TrimPrefix(name, "un") {
-	case "subscribe":
-		return 0
-	case "psubscribe":
-		return 1
-	case "ssubscribe":
-		return 2
-	}
-	return -1
-}
-
-// copy streams frames from the server to the client until either fails.
-func (d *duplex) copy() {
-	s := d.s
-	defer close(d.done)
-	fw := frameWriter{mu: &s.wmu, w: s.w}
-	swallow := 0 // subscription confirmations to drop after a move
-	var scratch bytes.Buffer
-	d.mu.Lock()
-	b := d.b
-	d.mu.Unlock()
-	for {
-		var err error
-		if swallow > 0 {
-			scratch.Reset()
-			var f Frame
-			if f, err = b.fr.Next(&scratch); err == nil {
-				if isSubscribeConfirmation(f.Small) {
-					swallow--
-				} else {
-					_, err = fw.Write(scratch.Bytes())
-				}
-			}
-		} else {
-			_, err = b.fr.Next(&fw)
-		}
-		if err == nil && b.fr.Buffered() == 0 {
-			fw.lock()
-			if err = s.w.Flush(); err != nil {
-				fw.failed = true
-			}
-		}
-		fw.unlock()
-		if err == nil {
-			continue
-		}
-		if d.quit.Load() || fw.failed {
-			d.end(b)
-			return
-		}
-		next, n := d.move(b, err)
-		if next == nil {
-			d.end(b)
-			return
-		}
-		b, swallow = next, n
-	}
-}
-
-// end closes both sides.
-func (d *duplex) end(b *backend) {
-	d.s.srv.pool.discard(b)
+	s.wmu.Lock()
+	err := s.w.Flush()
+	s.wmu.Unlock()
 	if d.q != nil {
-		d.q.close()
+		err = errors.Join(err, d.q.drain())
+		s.w.Reset(s.conn)
 	}
-	d.s.conn.Close()
-}
-
-// move replaces a lost server connection of a subscriber with a new one on
-// the current master, subscribed to the same things. It returns the new
-// connection and how many confirmations to drop, or nil when the session
-// cannot or need not move.
-func (d *duplex) move(old *backend, cause error) (*backend, int) {
-	s := d.s
-	d.mu.Lock()
-	movable, quit := d.movable, d.quitSent
-	n := len(d.subs[0]) + len(d.subs[1]) + len(d.subs[2])
-	d.mu.Unlock()
-	if !movable || quit || n == 0 {
-		return nil, 0
-	}
-	s.srv.pool.discard(old)
-	log := s.srv.log.With(zap.String("client", s.conn.RemoteAddr().String()))
-	log.Debug("moving subscriber", zap.String("from", old.addr), zap.Error(cause))
-	deadline := time.Now().Add(max(s.srv.settings().HoldTimeout, 10*time.Second))
-	for !d.quit.Load() {
-		if b := d.resubscribe(deadline); b != nil {
-			return b, d.pendingConfirmations()
-		}
-		if time.Now().After(deadline) {
-			log.Info("could not move subscriber to the new master; closing it")
-			return nil, 0
+	s.duplex = nil
+	s.streaming.Store(false)
+	s.srv.pinnedN.Add(-1)
+	l := &d.link
+	s.state, s.name, s.keyAddr = l.st, l.name, ""
+	s.multi, s.watching, s.sticky = false, l.watching, l.sticky
+	if l.reset {
+		s.txLost, s.watchGone, s.txState, s.resync = false, false, false, false
+		s.txUser, s.txPass = "", ""
+		if s.deauthAfterReset {
+			s.authed, s.deauthAfterReset = false, false
 		}
 	}
-	return nil, 0
-}
-
-// resubscribe connects to the current master and subscribes there. It
-// returns nil when that failed; the caller retries until its deadline.
-func (d *duplex) resubscribe(deadline time.Time) *backend {
-	s := d.s
-	addr, err := s.srv.awaitMaster(deadline)
 	if err != nil {
-		return nil
+		s.srv.pool.discard(d.b)
+		return err
 	}
-	ctx, cancel := contextWithDeadline(deadline, s.srv.opts.DialTimeout)
-	defer cancel()
-	b, err := s.srv.dialBackend(ctx, addr, d.state, d.name, d.state.key(addr, s.srv.salt))
-	if err != nil {
-		pause(ctx, 100*time.Millisecond)
-		return nil
+	s.release(d.b)
+	s.srv.log.Debug("full duplex ended", zap.String("client", s.conn.RemoteAddr().String()), zap.Bool("reset", l.reset))
+	if len(rest) == 0 {
+		return nil // (exec's own loop goes on after startDuplex: it must not run again here)
 	}
-	if !s.srv.pool.add(b) {
-		b.close()
-		return nil
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	var req []byte
-	for i, set := range d.subs {
-		if len(set) == 0 {
-			continue
-		}
-		args := []string{[...]string{"SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE"}[i]}
-		for ch := range set {
-			args = append(args, ch)
-		}
-		req = appendCommand(req, args...)
-	}
-	d.b = b
-	if len(req) > 0 {
-		if _, err := b.nc.Write(req); err != nil {
-			s.srv.pool.discard(b)
-			return nil
-		}
-	}
-	return b
+	return s.exec(rest)
 }
 
-// pendingConfirmations is how many confirmations the subscriptions just
-// sent will produce.
-func (d *duplex) pendingConfirmations() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return len(d.subs[0]) + len(d.subs[1]) + len(d.subs[2])
-}
-
-// isSubscribeConfirmation reports whether a frame (RESP2 array or RESP3
-// push) confirms a SUBSCRIBE, PSUBSCRIBE or SSUBSCRIBE.
-func isSubscribeConfirmation(frame []byte) bool {
-	i := bytes.Index(frame, []byte("\r\n"))
-	if i < 0 || len(frame) == 0 || frame[0] != '*' && frame[0] != '>' {
-		return false
-	}
-	rest := frame[i+2:]
-	return bytes.HasPrefix(rest, []byte("$9\r\nsubscribe\r\n")) ||
-		bytes.HasPrefix(rest, []byte("$10\r\npsubscribe\r\n")) ||
-		bytes.HasPrefix(rest, []byte("$10\r\nssubscribe\r\n"))
-}
-
-// flush sends what the session goroutine wrote before the copier started.
+// flush sends what the session goroutine wrote.
 func (d *duplex) flush() error {
 	d.s.wmu.Lock()
 	defer d.s.wmu.Unlock()
 	return d.s.w.Flush()
 }
 
-// stop ends the copier and waits for it.
+// stop ends the copier and waits for it. A move in progress gives up, and
+// a connection it has made is not installed: stop closes whatever
+// connection is current.
 func (d *duplex) stop() {
-	d.quit.Store(true)
 	d.mu.Lock()
+	d.quit = true
 	b := d.b
+	d.cond.Broadcast()
 	d.mu.Unlock()
+	close(d.stopc)
 	b.close()
 	<-d.done
+	d.mu.Lock()
+	b = d.b
+	d.mu.Unlock()
 	d.s.srv.pool.discard(b)
 	d.s.srv.pinnedN.Add(-1)
 	if d.q != nil {
 		d.q.close()
 		<-d.q.done
 	}
+}
+
+// kindOf maps (un)subscribe command names (lower case) to the index of
+// their set, or -1.
+func kindOf(name string) int {
+	switch name {
+	case "subscribe", "unsubscribe":
+		return 0
+	case "psubscribe", "punsubscribe":
+		return 1
+	case "ssubscribe", "sunsubscribe":
+		return 2
+	}
+	return -1
 }
 
 // frameWriter takes the writer's lock at the first byte of a frame; the
@@ -373,15 +308,5 @@ func (f *frameWriter) unlock() {
 	if f.locked {
 		f.locked = false
 		f.mu.Unlock()
-	}
-}
-
-// pause waits for d or until ctx ends.
-func pause(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
 	}
 }

@@ -104,3 +104,13 @@ func (q *outQueue) close() {
 	q.cond.Broadcast()
 	q.mu.Unlock()
 }
+
+// drain closes the queue and waits until what it held was sent. It returns
+// the client's write error, if any.
+func (q *outQueue) drain() error {
+	q.close()
+	<-q.done
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.err
+}

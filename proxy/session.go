@@ -327,10 +327,12 @@ func (s *session) exec(cmds []Command) error {
 				return err
 			}
 			if s.duplex == nil {
-				continue // no connection could be had: it answered an error
+				// No connection could be had (it answered an error), or
+				// the command ended full duplex at once.
+				continue
 			}
-			// The rest of the batch is streamed as well.
-			return s.duplex.forward(cmds[i+1:])
+			// The rest of the batch (vetted above) is streamed as well.
+			return s.duplex.send(cmds[i+1:], s.infos[i+1:])
 		case info.kind == kindQuit:
 			s.writeRaw([]byte("+OK\r\n"))
 			s.flush()
