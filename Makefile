@@ -99,6 +99,17 @@ demo: deps build ## one-minute failover demo: local Sentinel topology, proxy, li
 bench: deps ## throughput vs direct/HAProxy/twemproxy and memory per idle client (BENCH_TARGETS=… to choose)
 	bench/bench.sh
 
+# make soak runs the randomized fault-injecting reply-order test for
+# REPLYORDER_DURATION; SOAK_TIMEOUT leaves it 15 minutes to start the
+# topology, settle and check. Raise both together (REPLYORDER_DURATION=2h
+# SOAK_TIMEOUT=2h15m); REPLYORDER_SEED=… replays a run.
+REPLYORDER_DURATION ?= 30m
+SOAK_TIMEOUT ?= 45m
+
+.PHONY: soak
+soak: deps ## the randomized reply-order test under faults for REPLYORDER_DURATION (30m)
+	REPLYORDER_DURATION=$(REPLYORDER_DURATION) $(GO) test -race -count=1 -v -timeout $(SOAK_TIMEOUT) -run '^TestReplyOrder$$' ./integration/
+
 .PHONY: bench-failover
 bench-failover: deps ## failover as clients see it, sentinel-proxy vs HAProxy (FAILOVER_RUNS=… etc., see the script)
 	bench/failover.sh

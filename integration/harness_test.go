@@ -31,6 +31,9 @@ type stackOptions struct {
 	Password string
 	// HoldTimeout is the proxy's hold timeout; zero means 10s.
 	HoldTimeout time.Duration
+	// WrapSource, if set, wraps the watcher before the proxy uses it (the
+	// reply-order test routes the proxy through fault-injecting relays).
+	WrapSource func(proxy.MasterSource) proxy.MasterSource
 }
 
 // stack is a topology with the watcher and the proxy in front of it.
@@ -90,7 +93,7 @@ func newStack(opts stackOptions, log *zap.Logger) (*stack, error) {
 	srv, err := proxy.NewServer(proxy.Options{
 		Policy:      policy,
 		Name:        topo.MasterName(),
-		Source:      src,
+		Source:      wrapSource(opts.WrapSource, src),
 		HoldTimeout: opts.HoldTimeout,
 		// Tests end with clients still connected (subscribers, MONITOR):
 		// do not wait the default 10 s for them.
@@ -114,6 +117,14 @@ func newStack(opts stackOptions, log *zap.Logger) (*stack, error) {
 		return nil, errors.Join(err, st.Stop())
 	}
 	return st, nil
+}
+
+// wrapSource applies wrap to src when set.
+func wrapSource(wrap func(proxy.MasterSource) proxy.MasterSource, src proxy.MasterSource) proxy.MasterSource {
+	if wrap == nil {
+		return src
+	}
+	return wrap(src)
 }
 
 // Stop stops the proxy and the watcher, waits for both, then stops the

@@ -1,0 +1,424 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"math/rand"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sentinel-proxy/sentinel-proxy/integration/faultshim"
+	"github.com/sentinel-proxy/sentinel-proxy/integration/topology"
+)
+
+// The reply-order test's fault injector. Topology faults (planned
+// failover, kill -9, SIGSTOP of the master) run one at a time, each after
+// the topology is stable again; light faults (CLIENT KILL of the proxy's
+// backend connections, shim cuts, -LOADING/-READONLY answers) run every few
+// hundred milliseconds meanwhile, on the current master's shim.
+//
+// Faults must not break an invariant for reasons outside the proxy:
+//   - Redis replicates asynchronously, so a kill -9 can lose acknowledged
+//     writes that never reached a replica. Before a kill the injector
+//     pauses the master's writes (CLIENT PAUSE WRITE) and waits until every
+//     replica has its whole replication stream; commands held by the pause
+//     die with the process unrun. A kill is skipped when the replicas do
+//     not catch up within 3 s. So no acknowledged write is lost legitimately
+//     and the counters are checked exactly.
+//   - A SIGSTOP is shorter than down-after (2 s): no failover follows.
+//   - While the master is frozen (SIGSTOP, the pause before a kill) no
+//     connection is cut: a write answered "may have run" could then still
+//     run after later writes of the same client when the master wakes.
+//   - A failover the test did not cause (Sentinel deciding on its own under
+//     load) would void the first point: it is recorded, and every loss
+//     reported after it says so.
+
+type roFaults struct {
+	run     *roRun
+	st      *stack
+	src     *shimSource
+	rng     *rand.Rand
+	enabled map[string]bool
+
+	frozen    atomic.Bool // no light fault while set
+	expecting atomic.Bool // a master change now is the test's doing
+	unplanned atomic.Int64
+
+	wg       sync.WaitGroup
+	lastRO   time.Time
+	lastKill time.Time
+}
+
+func startFaults(ctx context.Context, run *roRun, st *stack, src *shimSource, seed int64, enabled map[string]bool) *roFaults {
+	f := &roFaults{run: run, st: st, src: src, rng: rand.New(rand.NewSource(seed)), enabled: enabled}
+	heavy := rand.New(rand.NewSource(f.rng.Int63()))
+	f.wg.Add(3)
+	go func() { defer f.wg.Done(); f.heavyLoop(ctx, heavy) }()
+	go func() { defer f.wg.Done(); f.lightLoop(ctx) }()
+	go func() { defer f.wg.Done(); f.watchMaster(ctx) }()
+	return f
+}
+
+func (f *roFaults) wait() { f.wg.Wait() }
+
+// lossNote explains losses when a failover happened that the test did not
+// cause.
+func (f *roFaults) lossNote() string {
+	if n := f.unplanned.Load(); n > 0 {
+		return fmt.Sprintf(" (NOTE: %d failover(s) the test did not cause happened; Redis's asynchronous replication may lose acknowledged writes then)", n)
+	}
+	return ""
+}
+
+// sleep waits d or until the run's deadline; it reports whether time is
+// left.
+func (f *roFaults) sleep(ctx context.Context, d time.Duration) bool {
+	left := time.Until(f.run.deadline)
+	if left <= 0 {
+		return false
+	}
+	t := time.NewTimer(min(d, left))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+	}
+	return time.Now().Before(f.run.deadline)
+}
+
+// heavyLoop runs topology faults, one at a time, until 10 s before the end.
+func (f *roFaults) heavyLoop(ctx context.Context, rng *rand.Rand) {
+	var kinds []string
+	for _, k := range []string{"failover", "kill", "sigstop"} {
+		if f.enabled[k] {
+			kinds = append(kinds, k)
+		}
+	}
+	if len(kinds) == 0 {
+		return
+	}
+	for f.sleep(ctx, time.Duration(2000+rng.Intn(4000))*time.Millisecond) {
+		if time.Until(f.run.deadline) < 10*time.Second {
+			return
+		}
+		sctx, cancel := context.WithTimeout(ctx, 40*time.Second)
+		err := f.st.Topo.WaitStable(sctx)
+		cancel()
+		if err != nil {
+			f.run.event("topology not stable, no topology fault this time: %v", err)
+			continue
+		}
+		if time.Until(f.run.deadline) < 10*time.Second {
+			return
+		}
+		switch kind := kinds[rng.Intn(len(kinds))]; kind {
+		case "failover":
+			f.failover(ctx)
+		case "kill":
+			f.kill(ctx)
+		case "sigstop":
+			f.sigstop(ctx, time.Duration(200+rng.Intn(700))*time.Millisecond)
+		}
+	}
+}
+
+// master returns the node the sentinels agree is master, or nil.
+func (f *roFaults) master(ctx context.Context) *topology.Node {
+	addr, err := f.st.Topo.CurrentMaster(ctx)
+	if err != nil {
+		return nil
+	}
+	return f.st.Topo.NodeByAddr(addr)
+}
+
+func (f *roFaults) failover(ctx context.Context) {
+	m := f.master(ctx)
+	if m == nil {
+		return
+	}
+	f.expecting.Store(true)
+	defer f.expecting.Store(false)
+	f.run.event("SENTINEL FAILOVER (master %s)", m.Addr)
+	f.run.count("failover")
+	if err := f.st.Topo.Failover(ctx); err != nil {
+		f.run.event("SENTINEL FAILOVER refused: %v", err)
+		return
+	}
+	f.awaitSwitch(ctx, m.Addr)
+}
+
+// awaitSwitch waits until the sentinels agree on a master other than old
+// and the watcher names it.
+func (f *roFaults) awaitSwitch(ctx context.Context, old string) string {
+	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	addr, err := f.st.Topo.WaitForNewMaster(wctx, old)
+	if err != nil {
+		f.run.event("no new master after the fault: %v", err)
+		return ""
+	}
+	for wctx.Err() == nil {
+		if got, _ := f.src.inner.Master(); got == addr {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	f.run.event("new master %s (watcher follows)", addr)
+	return addr
+}
+
+// quiesce pauses the master's writes and waits until every replica has
+// its whole replication stream. It returns the client to unpause with, or
+// nil when the replicas did not catch up (the pause is lifted then).
+func (f *roFaults) quiesce(ctx context.Context, m *topology.Node) *redis.Client {
+	c := f.st.Direct(m, 0)
+	f.frozen.Store(true)
+	if err := c.Do(ctx, "CLIENT", "PAUSE", "5000", "WRITE").Err(); err != nil {
+		f.frozen.Store(false)
+		c.Close()
+		f.run.event("CLIENT PAUSE on %s failed: %v", m.Addr, err)
+		return nil
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		if caughtUp(ctx, c) {
+			return c
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c.Do(ctx, "CLIENT", "UNPAUSE")
+	c.Close()
+	f.frozen.Store(false)
+	f.run.event("replicas of %s did not catch up in 3 s: no kill this time", m.Addr)
+	return nil
+}
+
+// caughtUp reports whether at least one replica is online and every online
+// replica's offset is the master's.
+func caughtUp(ctx context.Context, c *redis.Client) bool {
+	info, err := c.Info(ctx, "replication").Result()
+	if err != nil {
+		return false
+	}
+	offset := infoField(info, "master_repl_offset")
+	online := 0
+	for i := 0; ; i++ {
+		line := infoField(info, "slave"+strconv.Itoa(i))
+		if line == "" {
+			break
+		}
+		fields := map[string]string{}
+		for _, kv := range strings.Split(line, ",") {
+			if k, v, ok := strings.Cut(kv, "="); ok {
+				fields[k] = v
+			}
+		}
+		if fields["state"] != "online" {
+			continue
+		}
+		if fields["offset"] != offset {
+			return false
+		}
+		online++
+	}
+	return online > 0
+}
+
+func (f *roFaults) kill(ctx context.Context) {
+	m := f.master(ctx)
+	if m == nil {
+		return
+	}
+	c := f.quiesce(ctx, m)
+	if c == nil {
+		return
+	}
+	c.Close()
+	f.expecting.Store(true)
+	defer f.expecting.Store(false)
+	err := m.Kill()
+	f.frozen.Store(false)
+	f.run.event("kill -9 of the master %s (writes paused, replicas caught up): %v", m.Addr, err)
+	f.run.count("kill")
+	next := f.awaitSwitch(ctx, m.Addr)
+	if next == "" {
+		return
+	}
+	// Back as a replica of the new master, so the topology keeps three
+	// data nodes (a restarted master would come back empty as a master).
+	host, port, _ := strings.Cut(next, ":")
+	conf, err := os.OpenFile(m.ConfigPath(), os.O_APPEND|os.O_WRONLY, 0)
+	if err == nil {
+		_, err = fmt.Fprintf(conf, "\nreplicaof %s %s\n", host, port)
+		conf.Close()
+	}
+	if err == nil {
+		err = m.Restart(ctx)
+	}
+	f.run.event("restarted %s as a replica of %s: %v", m.Addr, next, err)
+}
+
+func (f *roFaults) sigstop(ctx context.Context, d time.Duration) {
+	m := f.master(ctx)
+	if m == nil {
+		return
+	}
+	f.frozen.Store(true)
+	defer f.frozen.Store(false)
+	if err := m.Pause(); err != nil {
+		f.run.event("SIGSTOP of %s failed: %v", m.Addr, err)
+		return
+	}
+	f.run.event("SIGSTOP of the master %s for %v", m.Addr, d)
+	f.run.count("sigstop")
+	time.Sleep(d)
+	err := m.Resume()
+	f.run.event("SIGCONT of %s: %v", m.Addr, err)
+	time.Sleep(500 * time.Millisecond) // let it work off what it received while stopped
+}
+
+// lightLoop injects the light faults until the end of the run.
+func (f *roFaults) lightLoop(ctx context.Context) {
+	var kinds []string
+	for _, k := range []string{"clientkill", "cutrequest", "cutreply", "cutall", "loading", "readonly"} {
+		if f.enabled[k] {
+			kinds = append(kinds, k)
+		}
+	}
+	if len(kinds) == 0 {
+		return
+	}
+	weights := map[string]int{"clientkill": 20, "cutrequest": 20, "cutreply": 20, "cutall": 5, "loading": 30, "readonly": 5}
+	total := 0
+	for _, k := range kinds {
+		total += weights[k]
+	}
+	for f.sleep(ctx, time.Duration(100+f.rng.Intn(400))*time.Millisecond) {
+		if f.frozen.Load() {
+			continue
+		}
+		w := f.rng.Intn(total)
+		kind := kinds[0]
+		for _, k := range kinds {
+			if w < weights[k] {
+				kind = k
+				break
+			}
+			w -= weights[k]
+		}
+		addr, _ := f.src.inner.Master()
+		sh := f.src.forReal(addr)
+		if addr == "" || sh == nil {
+			continue
+		}
+		f.light(ctx, kind, addr, sh)
+	}
+}
+
+func (f *roFaults) light(ctx context.Context, kind, addr string, sh *faultshim.Shim) {
+	switch kind {
+	case "clientkill":
+		if time.Since(f.lastKill) < time.Second {
+			return
+		}
+		f.lastKill = time.Now()
+		n := f.clientKill(ctx, addr, sh, f.rng.Intn(2) == 0)
+		f.run.event("CLIENT KILL of %d proxy connections on %s", n, addr)
+		f.run.count("clientkill")
+	case "cutrequest", "cutreply":
+		dir, name := faultshim.ToServer, "requests"
+		if kind == "cutreply" {
+			dir, name = faultshim.ToClient, "replies"
+		}
+		within := []int{16, 512, 8 << 10, 256 << 10}[f.rng.Intn(4)]
+		rst := f.rng.Intn(2) == 0
+		if sh.Cut(dir, within, rst) {
+			f.run.event("shim %s: cut a connection within the next %d bytes of %s (reset %v)", addr, within, name, rst)
+			f.run.count(kind)
+		}
+	case "cutall":
+		f.run.event("shim %s: cut all %d connections", addr, sh.CutAll())
+		f.run.count("cutall")
+	case "loading":
+		sh.Inject(faultshim.Loading)
+		f.run.event("shim %s: -LOADING armed", addr)
+		f.run.count("loading")
+	case "readonly":
+		// Each one holds its client up to the hold timeout (10 s): the
+		// proxy waits for another master, then passes -READONLY on.
+		if time.Since(f.lastRO) < 10*time.Second {
+			return
+		}
+		f.lastRO = time.Now()
+		sh.Inject(faultshim.Readonly)
+		f.run.event("shim %s: -READONLY armed", addr)
+		f.run.count("readonly")
+	}
+}
+
+// clientKill kills the proxy's connections on the master (those that come
+// from its shim), one at random or all, and returns how many.
+func (f *roFaults) clientKill(ctx context.Context, addr string, sh *faultshim.Shim, all bool) int {
+	n := f.st.Topo.NodeByAddr(addr)
+	if n == nil {
+		return 0
+	}
+	c := f.st.Direct(n, 0)
+	defer c.Close()
+	list, err := c.ClientList(ctx).Result()
+	if err != nil {
+		return 0
+	}
+	ours := map[string]bool{}
+	for _, a := range sh.UpstreamAddrs() {
+		ours[a] = true
+	}
+	var ids []string
+	for _, line := range strings.Split(list, "\n") {
+		fields := clientInfo(line)
+		if ours[fields["addr"]] && !strings.HasPrefix(fields["name"], "sentinel-") {
+			ids = append(ids, fields["id"])
+		}
+	}
+	if len(ids) == 0 {
+		return 0
+	}
+	if !all {
+		ids = []string{ids[f.rng.Intn(len(ids))]}
+	}
+	for _, id := range ids {
+		c.Do(ctx, "CLIENT", "KILL", "ID", id)
+	}
+	return len(ids)
+}
+
+// watchMaster records master changes the test did not cause.
+func (f *roFaults) watchMaster(ctx context.Context) {
+	last, changed := f.src.inner.Master()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		case <-time.After(time.Until(f.run.deadline)):
+			return
+		}
+		var addr string
+		addr, changed = f.src.inner.Master()
+		if addr == "" || addr == last {
+			continue
+		}
+		if last != "" && !f.expecting.Load() {
+			f.unplanned.Add(1)
+			f.run.event("UNPLANNED master change %s -> %s", last, addr)
+		}
+		last = addr
+	}
+}
