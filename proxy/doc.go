@@ -15,8 +15,17 @@
 // connection back. Two short-lived helpers exist: a client watcher while a
 // blocking command waits (so a client that hangs up frees its backend
 // connection), and, for sessions that turn full duplex (SUBSCRIBE, MONITOR,
-// CLIENT TRACKING), a copier that streams server frames to the client. Both
-// exit when the session's backend connection is closed.
+// CLIENT TRACKING), a copier that streams server frames to the client,
+// matching each to the command it answers. The watcher exits when the
+// blocking command is answered or its connection closed; the copier when
+// the session leaves full duplex (last unsubscribe, RESET, TRACKING OFF:
+// the connection goes back to the session), when the session stops, or
+// when a lost connection cannot be replaced. A subscriber's move starts a
+// short-lived goroutine per dial attempt so that stopping cancels the dial.
+//
+// A panic in a session's goroutine or its copier is recovered there: the
+// stack is logged once, sentinel_proxy_session_panics_total counts it, and
+// only that client is closed.
 //
 // The listener is the proxy's own rather than redcon's Server: redcon's
 // reader rejects "*0" (Redis ignores it), grows its buffer without bound and
