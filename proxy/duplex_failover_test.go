@@ -58,10 +58,7 @@ func TestDuplexLongChannelMoves(t *testing.T) {
 		t.Run("resp"+p, func(t *testing.T) {
 			src := newFakeSource(r1)
 			_, paddr := startProxy(t, src, nil)
-			c := dialRedis(t, paddr)
-			if p == "3" {
-				hello(t, c, p)
-			}
+			c := dialProto(t, paddr, p)
 			c.send(cmds([]string{"SUBSCRIBE", long, "short"}, []string{"PSUBSCRIBE", long + "*"}))
 			expect(t, c, "SUBSCRIBE", confirmation(p, "subscribe", long, 1), confirmation(p, "subscribe", "short", 2),
 				confirmation(p, "psubscribe", long+"*", 3))
@@ -90,10 +87,7 @@ func TestDuplexCommandsDuringMove(t *testing.T) {
 		t.Run("resp"+p, func(t *testing.T) {
 			src := newFakeSource(r1)
 			srv, paddr := startProxy(t, src, func(o *Options) { o.HoldTimeout = 10 * time.Second })
-			c := dialRedis(t, paddr)
-			if p == "3" {
-				hello(t, c, p)
-			}
+			c := dialProto(t, paddr, p)
 			must(t, "SUBSCRIBE", c.do("SUBSCRIBE", "a"), confirmation(p, "subscribe", "a", 1))
 			src.set("")
 			killSubscribers(t, r1)
@@ -184,9 +178,7 @@ func TestDuplexStateMoves(t *testing.T) {
 	if got := c.do("SET", "in2", "v"); got != "+OK\r\n" {
 		t.Fatalf("SET = %q", got)
 	}
-	direct := dialRedis(t, r2)
-	direct.do("SELECT", "2")
-	if got := direct.do("GET", "in2"); got != "$1\r\nv\r\n" {
+	if got := doIn(t, r2, "2", "GET", "in2"); got != "$1\r\nv\r\n" {
 		t.Fatalf("the SET did not land in db 2 of the new master: %q", got)
 	}
 }
@@ -201,10 +193,7 @@ func TestDuplexOrderAcrossMoves(t *testing.T) {
 		t.Run("resp"+p, func(t *testing.T) {
 			src := newFakeSource(r1)
 			_, paddr := startProxy(t, src, nil)
-			c := dialRedis(t, paddr)
-			if p == "3" {
-				hello(t, c, p)
-			}
+			c := dialProto(t, paddr, p)
 			must(t, "SUBSCRIBE", c.do("SUBSCRIBE", "ch0"), confirmation(p, "subscribe", "ch0", 1))
 			const batches = 60
 			want := make(chan string, batches*4)
@@ -288,10 +277,7 @@ func TestDuplexMoveTwice(t *testing.T) {
 		t.Run("resp"+p, func(t *testing.T) {
 			src := newFakeSource(r1)
 			_, paddr := startProxy(t, src, nil)
-			c := dialRedis(t, paddr)
-			if p == "3" {
-				hello(t, c, p)
-			}
+			c := dialProto(t, paddr, p)
 			c.send(cmds([]string{"SUBSCRIBE", "a"}, []string{"PSUBSCRIBE", "p*"}))
 			expect(t, c, "subscribed", confirmation(p, "subscribe", "a", 1), confirmation(p, "psubscribe", "p*", 2))
 			src.set(dyingListener(t, src, r2))
@@ -390,10 +376,7 @@ func TestDuplexCutInsideMessage(t *testing.T) {
 	for _, p := range []string{"2", "3"} {
 		t.Run("resp"+p, func(t *testing.T) {
 			_, paddr := startProxy(t, newFakeSource(raddr), nil)
-			c := dialRedis(t, paddr)
-			if p == "3" {
-				hello(t, c, p)
-			}
+			c := dialProto(t, paddr, p)
 			must(t, "SUBSCRIBE", c.do("SUBSCRIBE", "a"), confirmation(p, "subscribe", "a", 1))
 			pub := dialRedis(t, r)
 			relay.cutAt.Store(40)

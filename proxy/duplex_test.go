@@ -70,6 +70,16 @@ func hello(t *testing.T, c *redisConn, proto string) {
 	}
 }
 
+// dialProto connects to addr and, for proto "3", switches to RESP3.
+func dialProto(t *testing.T, addr, proto string) *redisConn {
+	t.Helper()
+	c := dialRedis(t, addr)
+	if proto == "3" {
+		hello(t, c, proto)
+	}
+	return c
+}
+
 // waitRequestResponse waits until the one client's session is back on the
 // ordinary path, parked (a full-duplex session never parks) and holding
 // pinned connections as wanted.
@@ -151,10 +161,7 @@ func TestDuplexEnds(t *testing.T) {
 				t.Run(tc.name+"/resp"+p+"/limit="+strconv.FormatInt(limit, 10), func(t *testing.T) {
 					must(t, "FLUSHALL", dialRedis(t, r).do("FLUSHALL"), "+OK\r\n")
 					srv, paddr := startProxy(t, newFakeSource(r), func(o *Options) { o.OutputLimit = limit })
-					c := dialRedis(t, paddr)
-					if p == "3" {
-						hello(t, c, p)
-					}
+					c := dialProto(t, paddr, p)
 					tc.run(t, c, p)
 					waitRequestResponse(t, srv, tc.pinned)
 					// The same server connection served everything: full duplex

@@ -95,3 +95,13 @@ func (c *redisConn) do(args ...string) string {
 	c.send(string(appendCommand(nil, args...)))
 	return c.reply()
 }
+
+// doIn runs args on the server at addr, directly, in database db.
+func doIn(t *testing.T, addr, db string, args ...string) string {
+	t.Helper()
+	c := dialRedis(t, addr)
+	if got := c.do("SELECT", db); got != "+OK\r\n" {
+		t.Fatalf("SELECT %s = %q", db, got)
+	}
+	return c.do(args...)
+}

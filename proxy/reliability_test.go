@@ -306,9 +306,7 @@ func TestMultiLostInItsOwnBatch(t *testing.T) {
 	if got := c.do("SET", "k", "v"); got != "+OK\r\n" {
 		t.Fatalf("SET = %q", got)
 	}
-	direct := dialRedis(t, r)
-	direct.do("SELECT", "1")
-	if got := direct.do("GET", "k"); got != "$1\r\nv\r\n" {
+	if got := doIn(t, r, "1", "GET", "k"); got != "$1\r\nv\r\n" {
 		t.Fatalf("GET k in db 1 = %q: the SELECT was not applied", got)
 	}
 }

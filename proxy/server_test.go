@@ -509,9 +509,7 @@ func TestStateCommandsInsideMulti(t *testing.T) {
 	if got := a.do("CLIENT", "INFO"); !strings.Contains(got, " db=5 ") {
 		t.Fatalf("after EXEC of SELECT 5, A is in %q", got)
 	}
-	direct := dialRedis(t, r)
-	direct.do("SELECT", "5")
-	if got := direct.do("EXISTS", "in5"); got != ":1\r\n" {
+	if got := doIn(t, r, "5", "EXISTS", "in5"); got != ":1\r\n" {
 		t.Fatalf("the SET after EXEC did not land in db 5: %q", got)
 	}
 }
