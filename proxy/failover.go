@@ -186,58 +186,84 @@ func (s *session) resolve(oldAddr string, cmds []Command, infos []cmdInfo, faile
 	// The replies from here on are the retried commands' own: none is to
 	// be dropped or held back, however the first attempt ended.
 	s.rw.client, s.rw.discarding, s.rw.holding, s.rw.holdErrors = s.out(), false, false, false
-	var retry []Command
-	needNew := false
-	for _, p := range pend {
-		if p.idx < failed {
-			retry = append(retry, cmds[p.idx])
-			// Refused as not master: wait for another. Lost with the
-			// connection (nothing held): the same address will do if
-			// the sentinels still name it.
-			needNew = needNew || p.held != "" && !strings.HasPrefix(p.held, "-LOADING")
-		}
-	}
-	var b *backend
-	retryErr := errNoMaster
-	if len(retry) > 0 {
-		s.srv.m.retried.Add(float64(len(retry)))
-		b, retryErr = s.retryBackend(oldAddr, needNew)
-	}
-	if b != nil {
-		if n, err := s.write(b, retry); err != nil {
-			s.lost(b)
-			b, retryErr = nil, err
-			if n > 0 {
-				failed = 0 // some may have run: none may be retried again
-			}
-		}
-	}
 	out := s.out()
-	for _, p := range pend {
-		switch {
-		case p.idx >= failed:
-			s.writeError(errMayHaveRun)
-		case b == nil && p.held != "":
-			out.WriteString(p.held)
-		case b == nil:
-			s.writeError(s.acquireErrorText(retryErr))
-		default:
-			if err := s.reply(b, cmds[p.idx], infos[p.idx]); err != nil {
-				s.lost(b)
-				b = nil
-				if s.rw.err != nil || s.rw.n > 0 {
-					return err
-				}
-				failed = p.idx
-				s.writeError(errMayHaveRun)
+	start := 0 // the first pending command not answered yet
+	for try := 1; ; try++ {
+		var retry []Command
+		needNew, safe := false, true
+		for _, p := range pend[start:] {
+			if p.idx < failed {
+				retry = append(retry, cmds[p.idx])
+				// Refused as not master: wait for another. Lost with the
+				// connection (nothing held): the same address will do if
+				// the sentinels still name it.
+				needNew = needNew || p.held != "" && !strings.HasPrefix(p.held, "-LOADING")
+				safe = safe && !s.multi && safeToRepeat(infos[p.idx])
 			}
 		}
+		// A retry whose connection fails before anything of it could have
+		// run, or before any reply when every command is safe to repeat
+		// (the master died under the retry too, or it took an idle
+		// connection to the dead master), is made again, a few times.
+		again := try < retryTries
+		var b *backend
+		retryErr := errNoMaster
+		if len(retry) > 0 {
+			s.srv.m.retried.Add(float64(len(retry)))
+			b, retryErr = s.retryBackend(oldAddr, needNew)
+		}
+		if b != nil {
+			if n, err := s.write(b, retry); err != nil {
+				s.failed(b)
+				b, retryErr = nil, err
+				switch {
+				case n == 0 && again:
+					continue
+				case n > 0:
+					failed = 0 // some may have run: none may be retried again
+				}
+			}
+		}
+		retried := false
+	answer:
+		for ; start < len(pend); start++ {
+			p := pend[start]
+			switch {
+			case p.idx >= failed:
+				s.writeError(errMayHaveRun)
+			case b == nil && p.held != "":
+				out.WriteString(p.held)
+			case b == nil:
+				s.writeError(s.acquireErrorText(retryErr))
+			default:
+				if err := s.reply(b, cmds[p.idx], infos[p.idx]); err != nil {
+					s.failed(b)
+					b = nil
+					if s.rw.err != nil || s.rw.n > 0 {
+						return err
+					}
+					if safe && again {
+						retried = true
+						break answer // p and the rest are sent again
+					}
+					failed = p.idx
+					s.writeError(errMayHaveRun)
+				}
+			}
+		}
+		if retried {
+			continue
+		}
+		if b != nil {
+			s.release(b)
+		}
+		return nil
 	}
-	if b != nil {
-		s.release(b)
-	}
-	return nil
 }
+
+// retryTries is how many times resolve sends the same commands when the
+// connection fails before they could have run.
+const retryTries = 3
 
 // retryBackend waits, up to the hold timeout, for a master to retry on and
 // connects to it. When none could be had it returns the last reason (a

@@ -329,3 +329,22 @@ func TestBreakInsideSmallReply(t *testing.T) {
 		t.Fatalf("GET after = %q", got)
 	}
 }
+
+// A read retried after its connection broke is retried again when the
+// retry's connection breaks too (the master died under both, or the retry
+// took an idle connection to the dead master): it is never answered "may
+// have run", which a client such as phpredis's strict session mode takes
+// for a missing key.
+func TestRetryOfRetryForReads(t *testing.T) {
+	src := scriptedMaster(t, func(conn int, req string) (string, bool) {
+		if conn < 2 {
+			return "", true
+		}
+		return "$9\r\nfrom-next\r\n", false
+	})
+	_, paddr := startProxy(t, src, nil)
+	c := dialRedis(t, paddr)
+	if got := c.do("GET", "k"); got != "$9\r\nfrom-next\r\n" {
+		t.Fatalf("GET = %q, want the answer of the third connection", got)
+	}
+}
