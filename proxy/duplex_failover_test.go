@@ -248,25 +248,11 @@ func TestDuplexOrderAcrossMoves(t *testing.T) {
 // closes it and has src name next instead.
 func dyingListener(t *testing.T, src *fakeSource, next string) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				c.Read(make([]byte, 1024))
-				c.Close()
-				src.set(next)
-			}()
-		}
-	}()
-	return ln.Addr().String()
+	return fakeMaster(t, func(_ int, c net.Conn) {
+		c.Read(make([]byte, 1024))
+		c.Close()
+		src.set(next)
+	})
 }
 
 // TestDuplexMoveTwice: a connection that dies before it confirmed the

@@ -105,3 +105,28 @@ func doIn(t *testing.T, addr, db string, args ...string) string {
 	}
 	return c.do(args...)
 }
+
+// fakeMaster listens on loopback until the test ends and runs serve for
+// each connection it accepts (n counts them from 0), closing the
+// connection after. It returns the address.
+func fakeMaster(t *testing.T, serve func(n int, c net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for n := 0; ; n++ {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func(n int) {
+				defer c.Close()
+				serve(n, c)
+			}(n)
+		}
+	}()
+	return ln.Addr().String()
+}

@@ -190,35 +190,20 @@ func TestSweepDeadlineOnBusySession(t *testing.T) {
 // after writing when answer says so.
 func scriptedMaster(t *testing.T, answer func(conn int, req string) (reply string, hangUp bool)) *fakeSource {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for i := 0; ; i++ {
-			nc, err := ln.Accept()
+	return newFakeSource(fakeMaster(t, func(n int, c net.Conn) {
+		buf := make([]byte, 4096)
+		for {
+			k, err := c.Read(buf)
 			if err != nil {
 				return
 			}
-			go func(i int) {
-				defer nc.Close()
-				buf := make([]byte, 4096)
-				for {
-					n, err := nc.Read(buf)
-					if err != nil {
-						return
-					}
-					reply, hangUp := answer(i, string(buf[:n]))
-					nc.Write([]byte(reply))
-					if hangUp {
-						return
-					}
-				}
-			}(i)
+			reply, hangUp := answer(n, string(buf[:k]))
+			c.Write([]byte(reply))
+			if hangUp {
+				return
+			}
 		}
-	}()
-	return newFakeSource(ln.Addr().String())
+	}))
 }
 
 // A named session whose connection was lost goes on under its name: it

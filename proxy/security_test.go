@@ -317,26 +317,11 @@ func TestMetricsCount(t *testing.T) {
 // connection, then drops it, and the sentinels name next instead.
 func dyingMaster(t *testing.T, next string) *fakeSource {
 	t.Helper()
-	dead, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { dead.Close() })
-	src := newFakeSource(dead.Addr().String())
-	go func() {
-		for {
-			c, err := dead.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				buf := make([]byte, 1024)
-				c.Read(buf)
-				c.Close()
-				src.set(next)
-			}()
-		}
-	}()
+	src := newFakeSource("")
+	addr := dyingListener(t, src, next)
+	src.mu.Lock()
+	src.addr = addr
+	src.mu.Unlock()
 	return src
 }
 
