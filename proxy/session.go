@@ -212,6 +212,11 @@ func (s *session) serve() {
 			return
 		}
 		s.rd.idle()
+		if cap(s.rw.part) > 1<<10 {
+			// A large reply kept whole is not worth holding on to
+			// between batches (sessions that never park, under TLS).
+			s.rw.part = nil
+		}
 	}
 }
 
