@@ -132,6 +132,22 @@ func (s *shimSource) Suspect(addr string) {
 	s.inner.Suspect(addr)
 }
 
+// Fenced passes the watcher's fence on as the shim in front of it.
+func (s *shimSource) Fenced() string {
+	f, ok := s.inner.(proxy.Fencer)
+	if !ok {
+		return ""
+	}
+	addr := f.Fenced()
+	if addr == "" {
+		return ""
+	}
+	if sh := s.shim(addr); sh != nil {
+		return sh.Addr()
+	}
+	return addr
+}
+
 // shim returns the shim in front of real, starting it on first use (Master
 // must not block; a listen on loopback does not).
 func (s *shimSource) shim(real string) *faultshim.Shim {

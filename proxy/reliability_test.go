@@ -333,3 +333,40 @@ func TestRetryOfRetryForReads(t *testing.T) {
 		t.Fatalf("GET = %q, want the answer of the third connection", got)
 	}
 }
+
+// A write already queued on the master when Sentinel selects a replica to
+// replace it (here behind a blocked BLPOP) may run after the promotion and
+// be lost: its reply is answered "may have run", never acknowledged. A
+// read is passed on as usual.
+func TestFencedWriteMayHaveRun(t *testing.T) {
+	r := startRedis(t)
+	src := newFakeSource(r)
+	srv, paddr := startProxy(t, src, nil)
+	c := dialRedis(t, paddr)
+	if got := c.do("SET", "k", "v"); got != "+OK\r\n" {
+		t.Fatalf("SET = %q", got)
+	}
+	c.send(string(appendCommand(appendCommand(appendCommand(nil, "BLPOP", "empty", "0.3"), "INCR", "n"), "GET", "k")))
+	direct := dialRedis(t, r)
+	waitFor(t, func() bool { return strings.Contains(direct.do("CLIENT", "LIST"), "cmd=blpop") })
+	src.set("")
+	src.setFence(r)
+	waitFor(t, func() bool { p := srv.fenced.Load(); return p != nil && *p == r })
+	if got := c.reply(); !strings.HasPrefix(got, "-UNBLOCKED") {
+		t.Fatalf("BLPOP = %q, want -UNBLOCKED … may have run", got)
+	}
+	if got := c.reply(); !strings.Contains(got, "may have run") {
+		t.Fatalf("INCR = %q, want may have run", got)
+	}
+	if got := c.reply(); got != "$1\r\nv\r\n" {
+		t.Fatalf("GET = %q", got)
+	}
+	if got := dialRedis(t, r).do("GET", "n"); got != "$1\r\n1\r\n" {
+		t.Fatalf("n = %q: the INCR did run (it may have run)", got)
+	}
+	src.setFence("")
+	src.set(r) // the failover was aborted
+	if got := c.do("INCR", "n"); got != ":2\r\n" {
+		t.Fatalf("INCR after the fence = %q", got)
+	}
+}

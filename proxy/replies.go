@@ -162,6 +162,10 @@ func (s *session) reply(b *backend, cmd Command, info cmdInfo) error {
 		}
 		s.rw.frame()
 		f, err := b.fr.Next(&s.rw)
+		fenced := err == nil && f.IsReply() && !f.IsError() && s.fencedWrite(b, info)
+		if fenced {
+			s.rw.part = s.rw.part[:0] // answered "may have run" instead, below
+		}
 		if err == nil {
 			err = s.rw.end()
 		}
@@ -170,6 +174,9 @@ func (s *session) reply(b *backend, cmd Command, info cmdInfo) error {
 		}
 		if !f.IsReply() {
 			continue
+		}
+		if fenced {
+			s.writeError(mayHaveRun(info))
 		}
 		s.srv.m.countReply(info, f.IsError(), s.batchStart)
 		if f.IsError() {
@@ -183,6 +190,27 @@ func (s *session) reply(b *backend, cmd Command, info cmdInfo) error {
 		s.apply(cmd, info, f)
 		return nil
 	}
+}
+
+// fencedWrite reports whether the reply just read from b acknowledges a
+// write that may be lost: Sentinel has selected a replica to replace b's
+// master (Fencer), which may already be promoted, so what b's master runs
+// now may never reach it. Such a reply is answered "may have run". Only a
+// reply kept whole can be replaced (not one streamed, nor one dropped or
+// held back for a retry), and only a write's: a read, a state command, a
+// +QUEUED inside MULTI lose nothing.
+func (s *session) fencedWrite(b *backend, info cmdInfo) bool {
+	p := s.srv.fenced.Load()
+	if p == nil || *p != b.addr || s.rw.streaming || s.rw.discarding || s.rw.holding {
+		return false
+	}
+	switch info.kind {
+	case kindExec, kindBlocking:
+		return true
+	case kindPlain:
+		return !s.multi && info.class != classRead
+	}
+	return false
 }
 
 // noteError reacts to error replies that say the master moved.

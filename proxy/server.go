@@ -119,7 +119,8 @@ type Server struct {
 	clients  atomic.Int64
 	accepted atomic.Uint64
 
-	pinnedN atomic.Int64 // sessions holding a pinned or full-duplex connection
+	pinnedN atomic.Int64           // sessions holding a pinned or full-duplex connection
+	fenced  atomic.Pointer[string] // the master whose writes may be lost (Fencer); nil or "" for none
 	fo      failoverClock
 	cur     atomic.Pointer[Settings]
 	src     atomic.Pointer[sourceBox]
@@ -321,6 +322,13 @@ func (s *Server) followMaster(ctx context.Context) {
 	for {
 		box := s.source()
 		addr, changed := box.Master()
+		fence := ""
+		if f, ok := box.MasterSource.(Fencer); ok {
+			fence = f.Fenced()
+		}
+		if old := s.fenced.Load(); old == nil || *old != fence {
+			s.fenced.Store(&fence)
+		}
 		if addr == "" && current != "" {
 			s.fo.lost(time.Now()) // failover started: commands hold
 		}

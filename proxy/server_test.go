@@ -19,6 +19,7 @@ import (
 type fakeSource struct {
 	mu       sync.Mutex
 	addr     string
+	fence    string
 	changed  chan struct{}
 	suspects []string
 }
@@ -37,6 +38,21 @@ func (f *fakeSource) Suspect(addr string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.suspects = append(f.suspects, addr)
+}
+
+func (f *fakeSource) Fenced() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.fence
+}
+
+// setFence names the master whose writes may be lost from now on.
+func (f *fakeSource) setFence(addr string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.fence = addr
+	close(f.changed)
+	f.changed = make(chan struct{})
 }
 
 func (f *fakeSource) set(addr string) {

@@ -14,6 +14,17 @@ type MasterSource interface {
 	Suspect(addr string)
 }
 
+// Fencer is implemented by a MasterSource that can tell when the master
+// being failed over may already have been replaced (Sentinel selected a
+// replica and is promoting it). A write that master acknowledges from then
+// on may be lost with it: the proxy answers it "may have run" instead.
+// sentinel.Watcher implements it.
+type Fencer interface {
+	// Fenced returns that master's address, or "". A change closes the
+	// channel Master returns.
+	Fenced() string
+}
+
 // sourceBox holds the server's current source; swapped is closed when
 // SetSource replaces it, so that waits on the old source end.
 type sourceBox struct {

@@ -230,6 +230,10 @@ func (w *Watcher) considerCandidate(ctx context.Context, sentinel, master, addr 
 	w.log.Info("failover candidate selected; watching its ROLE", zap.String("candidate", addr),
 		zap.String("master", master), zap.Int64("epoch", epoch), zap.Bool("epoch_exact", exact),
 		zap.String("sentinel", sentinel), zap.String("via", via))
+	if !h.promoting {
+		h.promoting = true
+		w.apply() // publish the fence
+	}
 	w.tasks.Add(1)
 	go func() {
 		defer w.tasks.Done()

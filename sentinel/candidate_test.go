@@ -103,10 +103,16 @@ func TestCandidatePublishedAtPromotion(t *testing.T) {
 			if addr, _ := r.w.Master(); addr != "" {
 				t.Fatalf("Master() = %q while the candidate is a replica", addr)
 			}
+			if got := r.w.Fenced(); got != a.addr {
+				t.Fatalf("Fenced() = %q once a candidate is selected, want the old master %q", got, a.addr)
+			}
 
 			b.setRole("master")
 			d := waitMaster(t, r.w, b.addr, 2*time.Second)
 			t.Logf("candidate published %v after its ROLE became master", d)
+			if got := r.w.Fenced(); got != "" {
+				t.Errorf("Fenced() = %q after the promotion, want none", got)
+			}
 			st := r.w.Status()
 			if st.LastVerified.Epoch != tt.wantEpoch || st.FailoverInProgress || st.Candidate != "" {
 				t.Errorf("status after the promotion = %+v, want epoch %d, no failover, no candidate", st, tt.wantEpoch)

@@ -20,6 +20,10 @@ type hold struct {
 	reason string
 	master string // the master being failed over
 	epoch  int64  // its config epoch
+	// promoting: Sentinel selected a replica to promote. From then on the
+	// master may be demoted at any moment, and a write it acknowledges
+	// may be lost with it (Fenced).
+	promoting bool
 	// signals: each sentinel that signalled start or abort, and when. The
 	// hold may only end on the old master once each of them has answered a
 	// query sent after its signal, and none shows the failover any more.

@@ -40,10 +40,11 @@ type Watcher struct {
 	suspects  map[string]bool
 	suspectC  chan struct{} // cap 1
 
-	mu      sync.Mutex // guards the published view below
-	pubAddr string
-	changed chan struct{}
-	snap    Status
+	mu       sync.Mutex // guards the published view below
+	pubAddr  string
+	pubFence string // Fenced()
+	changed  chan struct{}
+	snap     Status
 
 	st loopState // owned by the goroutine running Run
 }
@@ -291,17 +292,35 @@ func (w *Watcher) effective() string {
 	return st.cur.Addr
 }
 
-// apply publishes the effective master (close-and-replace of the change
-// channel under the mutex: never blocks) and refreshes the Status snapshot.
+// Fenced returns the master being failed over once Sentinel has selected a
+// replica to promote in its place, else "". From then on that master may be
+// demoted at any moment, so a write it acknowledges may be lost with it.
+// The channel Master returns is closed when it changes too.
+func (w *Watcher) Fenced() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.pubFence
+}
+
+// apply publishes the effective master and the fence (close-and-replace of
+// the change channel under the mutex: never blocks) and refreshes the
+// Status snapshot.
 func (w *Watcher) apply() {
 	eff := w.effective()
+	fence := ""
+	if h := w.st.hold; h.active && h.promoting {
+		fence = h.master
+	}
 	snap := w.snapshot(eff)
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if eff != w.pubAddr {
-		w.pubAddr = eff
+	if eff != w.pubAddr || fence != w.pubFence {
 		close(w.changed)
 		w.changed = make(chan struct{})
+	}
+	w.pubFence = fence
+	if eff != w.pubAddr {
+		w.pubAddr = eff
 		w.st.lastChange = time.Now()
 		if w.onPublish != nil {
 			w.onPublish(eff)

@@ -23,7 +23,10 @@ import (
 	"github.com/sentinel-proxy/sentinel-proxy/sentinel"
 )
 
-var _ proxy.MasterSource = (*sentinel.Watcher)(nil)
+var (
+	_ proxy.MasterSource = (*sentinel.Watcher)(nil)
+	_ proxy.Fencer       = (*sentinel.Watcher)(nil)
+)
 
 // group is one master group: its watcher and its server.
 type group struct {
