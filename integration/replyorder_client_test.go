@@ -315,10 +315,16 @@ func (c *roClient) check(cmd *roCmd) error {
 		return c.mismatch(cmd, v, "an error the README does not document")
 	}
 	c.settle(cmd, o)
-	switch cmd.kind {
-	case kMulti:
+	switch {
+	case cmd.kind == kMulti && o == mayRun:
+		// The connection was lost with the MULTI: the proxy takes the
+		// transaction as opened and lost (README, Failover), answering
+		// its commands with 'transaction was discarded' until EXEC,
+		// DISCARD or RESET.
+		c.tx, c.queued = txLost, nil
+	case cmd.kind == kMulti:
 		c.tx, c.queued = txUncertain, nil
-	case kDiscard:
+	case cmd.kind == kDiscard:
 		c.tx, c.queued, c.watchTried = txNone, nil, false
 	}
 	return nil
