@@ -310,6 +310,14 @@ func (c *roClient) check(cmd *roCmd) error {
 		c.tx, c.queued, c.watchTried = txNone, nil, false // MULTI had failed: Redis's own answer
 		return nil
 	}
+	if (c.tx == txLost || c.tx == txMaybeLost) && strings.Contains(v.str, txLostText) {
+		// Inside a lost transaction every command (AUTH, HELLO, SELECT,
+		// … too: Redis would have queued them) is answered so; it did
+		// not run.
+		c.tx = txLost
+		c.outcomes[notRun]++
+		return nil
+	}
 	o, ok := c.errOutcome(v.str)
 	if !ok {
 		return c.mismatch(cmd, v, "an error the README does not document")
@@ -318,10 +326,11 @@ func (c *roClient) check(cmd *roCmd) error {
 	switch {
 	case cmd.kind == kMulti && o == mayRun:
 		// The connection was lost with the MULTI: the proxy takes the
-		// transaction as opened and lost (README, Failover), answering
-		// its commands with 'transaction was discarded' until EXEC,
-		// DISCARD or RESET.
-		c.tx, c.queued = txLost, nil
+		// transaction as opened and lost (README, Failover). Commands
+		// sent with it share its fate ("may have run"); later ones are
+		// answered 'transaction was discarded' until EXEC, DISCARD or
+		// RESET.
+		c.tx, c.queued = txMaybeLost, nil
 	case cmd.kind == kMulti:
 		c.tx, c.queued = txUncertain, nil
 	case cmd.kind == kDiscard:

@@ -153,10 +153,11 @@ const (
 	txBroken            // a command of the open transaction was not queued
 	txLost              // the proxy said the transaction was discarded
 	txUncertain         // MULTI answered with an error: maybe no transaction
+	txMaybeLost         // MULTI may have run: the proxy takes the transaction as lost
 )
 
 func (t txState) String() string {
-	return [...]string{"none", "open", "broken (a command was not queued)", "lost (the proxy discarded it)", "uncertain (MULTI failed)"}[t]
+	return [...]string{"none", "open", "broken (a command was not queued)", "lost (the proxy discarded it)", "uncertain (MULTI failed)", "maybe lost (MULTI may have run)"}[t]
 }
 
 // clientInfo returns the fields of a CLIENT INFO reply.
