@@ -5,9 +5,12 @@
 #   haproxy    HAProxy in TCP mode over master + replicas, role:master tcp-check
 #   twemproxy  nutcracker (redis: true) with the master as its only server
 # all on one throwaway loopback topology (1 master, 2 replicas, 3 sentinels,
-# started by bench/topo). redis-benchmark (-c 50, SET and GET, -P 1 and -P 16)
-# runs against every target in every round, interleaved, and the table shows
-# each target's median over the rounds and its ratio to direct. Before that,
+# started by bench/topo). redis-benchmark (SET and GET: 50 clients at -P 1 and
+# -P 16, 1,000 clients at -P 1) runs against every target in every round,
+# interleaved, and the table shows each target's median over the rounds, its
+# ratio to direct and its p99 latency. A second table gives each target's
+# own CPU time and syscalls (read and write family, from /proc/PID/stat and
+# /proc/PID/io) per request over the same runs. Before that,
 # 5,000 idle clients (one PING each) are opened against each proxy to measure
 # its resident memory per idle client and the backend connections they cost.
 #
@@ -19,7 +22,8 @@
 # Environment (defaults in brackets):
 #   BENCH_TARGETS       targets to run ["direct proxy haproxy twemproxy"]
 #   BENCH_ROUNDS        rounds [3]
-#   BENCH_CLIENTS       redis-benchmark -c [50]
+#   BENCH_CLIENTS       redis-benchmark -c of the -P 1 and -P 16 runs [50]
+#   BENCH_MANY          redis-benchmark -c of the many-clients -P 1 run, 0 = skip [1000]
 #   BENCH_N_P1          requests per test at -P 1 [auto: ~2.5 s against direct]
 #   BENCH_N_P16         requests per test at -P 16 [auto: ~2.5 s against direct]
 #   BENCH_IDLE_CLIENTS  idle connections per proxy, 0 = skip [5000]
@@ -34,6 +38,7 @@ cd "$ROOT"
 TARGETS=${BENCH_TARGETS:-direct proxy haproxy twemproxy}
 ROUNDS=${BENCH_ROUNDS:-3}
 CLIENTS=${BENCH_CLIENTS:-50}
+MANY=${BENCH_MANY:-1000}
 N_P1=${BENCH_N_P1:-auto}
 N_P16=${BENCH_N_P16:-auto}
 IDLE=${BENCH_IDLE_CLIENTS:-5000}
@@ -233,24 +238,42 @@ if [[ $N_P1 == auto ]]; then N_P1=$(calibrate 1 30000 20000 1000000); fi
 if [[ $N_P16 == auto ]]; then N_P16=$(calibrate 16 200000 100000 10000000); fi
 log "requests per test: $N_P1 at -P 1, $N_P16 at -P 16"
 
+# cpu_ticks PID: user + system CPU time of PID, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# syscalls PID: read and write syscalls of PID so far (/proc/PID/io).
+syscalls() { awk '/^sys[cr]w?:/ {n += $2} END {print n + 0}' "/proc/$1/io" 2>/dev/null || echo 0; }
+HZ=$(getconf CLK_TCK)
+
+# The runs, as clients:pipeline; each config is a column group of the table.
+CONFIGS="$CLIENTS:1 $CLIENTS:16"
+((MANY > 0)) && CONFIGS="$CONFIGS $MANY:1"
 RESULTS=$WORK/results.tsv
+COSTS=$WORK/costs.tsv
 : >"$RESULTS"
+: >"$COSTS"
 read -r -a ORDER <<<"$TARGETS"
 for ((r = 1; r <= ROUNDS; r++)); do
 	# Rotate the order each round so no target always runs first.
 	for ((k = 0; k < ${#ORDER[@]}; k++)); do
 		t=${ORDER[(k + r - 1) % ${#ORDER[@]}]}
-		for p in 1 16; do
+		pid=${PID[$t]}
+		for cfg in $CONFIGS; do
+			c=${cfg%:*} p=${cfg#*:}
 			n=$N_P1
 			((p == 16)) && n=$N_P16
-			log "round $r/$ROUNDS: $t -P $p -n $n"
-			out=$WORK/rb-$t-P$p-r$r.csv
-			if ! timeout 300 redis-benchmark -h 127.0.0.1 -p "${PORT[$t]}" -c "$CLIENTS" -n "$n" -P "$p" \
+			log "round $r/$ROUNDS: $t -c $c -P $p -n $n"
+			out=$WORK/rb-$t-c$c-P$p-r$r.csv
+			t0=$(cpu_ticks "$pid") s0=$(syscalls "$pid")
+			if ! timeout 300 redis-benchmark -h 127.0.0.1 -p "${PORT[$t]}" -c "$c" -n "$n" -P "$p" \
 				-t set,get --csv >"$out" 2>"$out.err"; then
 				log "redis-benchmark against $t failed: $(tail -n 3 "$out.err" | tr '\n' ' ')"
 			fi
-			tr -d '"' <"$out" | awk -F, -v t="$t" -v p="$p" -v r="$r" \
-				'$1 == "SET" || $1 == "GET" {print t "\t" $1 "\t" p "\t" r "\t" $2}' >>"$RESULTS"
+			t1=$(cpu_ticks "$pid") s1=$(syscalls "$pid")
+			# SET and GET: 2n requests.
+			awk -v t="$t" -v c="$c" -v p="$p" -v r="$r" -v n="$n" -v hz="$HZ" -v dt=$((t1 - t0)) -v ds=$((s1 - s0)) \
+				'BEGIN {printf "%s\t%s\t%s\t%s\t%.1f\t%.2f\n", t, c, p, r, dt / hz * 1e6 / (2 * n), ds / (2 * n)}' >>"$COSTS"
+			tr -d '"' <"$out" | awk -F, -v t="$t" -v c="$c" -v p="$p" -v r="$r" \
+				'$1 == "SET" || $1 == "GET" {print t "\t" $1 "\t" c ":" p "\t" r "\t" $2 "\t" $7}' >>"$RESULTS"
 		done
 	done
 done
@@ -259,28 +282,44 @@ done
 echo
 echo "sentinel-proxy benchmark, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, load generator on the same cores"
 echo "load average before: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews the figures)"
-echo "$(redis-server --version | awk '{print $1, $2, $3}'); redis-benchmark -c $CLIENTS -n $N_P1 (-P 1) / $N_P16 (-P 16); $ROUNDS rounds, interleaved"
+echo "$(redis-server --version | awk '{print $1, $2, $3}'); redis-benchmark -n $N_P1 (-P 1) / $N_P16 (-P 16), runs (clients:pipeline) $CONFIGS; $ROUNDS rounds, interleaved"
 has haproxy && echo "$(haproxy -v | head -n 1 | awk '{print $1, $2, $3}'); tcp mode, role:master tcp-check over master + 2 replicas"
 has twemproxy && echo "$(nutcracker --version 2>&1 | head -n 1); redis: true, master only"
 echo
-printf '%-10s %-4s %3s %14s %8s   %s\n' target test P "median req/s" "/direct" "per round"
+printf '%-10s %-4s %9s %14s %8s %9s   %s\n' target test "clients:P" "median req/s" "/direct" "p99 ms" "per round"
 for test in SET GET; do
-	for p in 1 16; do
+	for cfg in $CONFIGS; do
 		for t in $TARGETS; do
-			awk -F'\t' -v t="$t" -v test="$test" -v p="$p" '
-				$1 == t && $2 == test && $3 == p {v[n++] = $5; rounds = rounds " " sprintf("%.0f", $5)}
-				$1 == "direct" && $2 == test && $3 == p {d[m++] = $5}
+			awk -F'\t' -v t="$t" -v test="$test" -v cfg="$cfg" '
+				$1 == t && $2 == test && $3 == cfg {v[n] = $5; l[n++] = $6; rounds = rounds " " sprintf("%.0f", $5)}
+				$1 == "direct" && $2 == test && $3 == cfg {d[m++] = $5}
 				function median(a, k,   i, j, x) {
 					for (i = 1; i < k; i++) for (j = i; j > 0 && a[j-1] > a[j]; j--) {x = a[j]; a[j] = a[j-1]; a[j-1] = x}
 					return k % 2 ? a[(k-1)/2] : (a[k/2-1] + a[k/2]) / 2
 				}
 				END {
-					if (n == 0) {printf "%-10s %-4s %3s %14s %8s\n", t, test, p, "FAILED", "-"; exit}
+					if (n == 0) {printf "%-10s %-4s %9s %14s %8s\n", t, test, cfg, "FAILED", "-"; exit}
 					med = median(v, n)
 					ratio = m ? sprintf("%.2f", med / median(d, m)) : "-"
-					printf "%-10s %-4s %3s %14.0f %8s  %s\n", t, test, p, med, ratio, rounds
+					printf "%-10s %-4s %9s %14.0f %8s %9.3f  %s\n", t, test, cfg, med, ratio, median(l, n), rounds
 				}' "$RESULTS"
 		done
+	done
+done
+
+echo
+echo "Cost per request of each target's own process (SET and GET runs together; medians over the rounds):"
+echo "CPU from /proc/PID/stat (user + system), syscalls = read and write family from /proc/PID/io"
+printf '%-10s %9s %16s %18s\n' target "clients:P" "CPU us/request" "syscalls/request"
+for cfg in $CONFIGS; do
+	for t in $TARGETS; do
+		awk -F'\t' -v t="$t" -v cfg="$cfg" '
+			$1 == t && $2 ":" $3 == cfg {u[n] = $5; s[n++] = $6}
+			function median(a, k,   i, j, x) {
+				for (i = 1; i < k; i++) for (j = i; j > 0 && a[j-1] > a[j]; j--) {x = a[j]; a[j] = a[j-1]; a[j-1] = x}
+				return k % 2 ? a[(k-1)/2] : (a[k/2-1] + a[k/2]) / 2
+			}
+			END {if (n) printf "%-10s %9s %16.1f %18.2f\n", t, cfg, median(u, n), median(s, n)}' "$COSTS"
 	done
 done
 

@@ -126,6 +126,12 @@ type Config struct {
 	// complete command (and finish TLS); 0 turns it off.
 	HandshakeTimeout time.Duration `mapstructure:"handshake_timeout"`
 
+	// SharedConnections is how many backend connections per connection
+	// state (user, db, protocol) carry the plain commands of all clients
+	// at once; 0 turns sharing off: each batch of commands then takes a
+	// pooled connection of its own. Groups may override it.
+	SharedConnections int `mapstructure:"shared_connections"`
+
 	// Groups are the master groups, each served on its own listen address.
 	// At least one is required.
 	Groups []Group `mapstructure:"groups"`
@@ -149,6 +155,10 @@ type Group struct {
 	CommandPolicy string   `mapstructure:"command_policy"`
 	AllowCommands []string `mapstructure:"allow_commands"`
 	DenyCommands  []string `mapstructure:"deny_commands"`
+	// Sharing is "off" to turn shared connections off for this group, "on"
+	// to turn them on (shared_connections of them, at least one), and ""
+	// to follow shared_connections.
+	Sharing string `mapstructure:"sharing"`
 }
 
 // User is one proxy-side ACL user. Give Password or PasswordSHA256 (the
@@ -178,5 +188,6 @@ func Default() Config {
 		ClientQueryBufferLimit: 1 << 30,
 		PubSubOutputLimit:      32 << 20,
 		HandshakeTimeout:       10 * time.Second,
+		SharedConnections:      1,
 	}
 }

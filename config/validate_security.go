@@ -102,6 +102,14 @@ func (c Config) checkSecurity() []string {
 	if c.ClientQueryBufferLimit < 1<<20 {
 		add("client_query_buffer_limit: %d is below 1048576 (1 MiB), the least Redis accepts", c.ClientQueryBufferLimit)
 	}
+	if c.SharedConnections < 0 || c.SharedConnections > maxShared {
+		add("shared_connections: %d is not between 0 and %d", c.SharedConnections, maxShared)
+	}
+	for i, g := range c.Groups {
+		if g.Sharing != "" && g.Sharing != "on" && g.Sharing != "off" {
+			add("groups[%d] (%s).sharing: %q is not on, off or empty", i, g.MasterName, g.Sharing)
+		}
+	}
 	if c.PubSubOutputLimit < 0 {
 		add("pubsub_output_limit: %d is negative (0 turns it off)", c.PubSubOutputLimit)
 	}
@@ -140,3 +148,6 @@ func checkPolicy(prefix, policy string, allow, deny []string, inherit bool) []st
 	slices.Sort(p)
 	return p
 }
+
+// maxShared bounds shared_connections: a few connections carry any load.
+const maxShared = 64

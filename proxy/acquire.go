@@ -3,8 +3,6 @@ package proxy
 import (
 	"errors"
 	"time"
-
-	"go.uber.org/zap"
 )
 
 // The backend connection a session uses for a batch: its pinned one, an
@@ -82,14 +80,7 @@ func (s *session) acquire() (*backend, error) {
 		}
 		// The master may be gone before the sentinels noticed: wait for
 		// them to name another one, or retry the same one shortly.
-		s.srv.log.Debug("dial failed, holding", zap.String("addr", addr), zap.Error(err))
-		_, changed := s.srv.source().Master()
-		t := time.NewTimer(min(100*time.Millisecond, time.Until(deadline)))
-		select {
-		case <-changed:
-		case <-t.C:
-		}
-		t.Stop()
+		s.awaitRetry(addr, err, deadline)
 	}
 }
 

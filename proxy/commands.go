@@ -36,6 +36,9 @@ type cmdInfo struct {
 	wait bool
 	// class is the command's latency class.
 	class cmdClass
+	// share marks commands that may go on a shared connection: plain
+	// ones that neither ask about nor change the connection they run on.
+	share bool
 }
 
 // lookup maps a lower-case command name to its kind. Commands not listed
@@ -98,7 +101,23 @@ func classify(args [][]byte) cmdInfo {
 	}
 	info := classifyName(args, name)
 	info.class = classOf(info.kind, string(name))
+	info.share = info.kind == kindPlain && shareable(args, name)
 	return info
+}
+
+// shareable reports whether a plain command means the same on a connection
+// other sessions use too. CLIENT's subcommands ask about or change the
+// connection (CLIENT INFO, SETINFO, NO-TOUCH, TRACKING OFF, …); READONLY,
+// READWRITE and ASKING are connection state; SCRIPT DEBUG turns the
+// connection into a debugging session.
+func shareable(args [][]byte, name []byte) bool {
+	switch string(name) {
+	case "client", "readonly", "readwrite", "asking":
+		return false
+	case "script":
+		return len(args) < 2 || !bytes.EqualFold(args[1], []byte("debug"))
+	}
+	return true
 }
 
 func classifyName(args [][]byte, name []byte) cmdInfo {

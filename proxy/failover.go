@@ -128,6 +128,7 @@ func (s *session) settleTx(infos []cmdInfo) {
 type pendingReply struct {
 	idx  int
 	held string
+	lost bool // written, and the reply lost with the connection: may have run
 }
 
 // allRetryable reports whether a batch may be sent again from any command
@@ -192,7 +193,7 @@ func (s *session) resolve(oldAddr string, cmds []Command, infos []cmdInfo, faile
 		var retry []Command
 		needNew, safe := false, true
 		for _, p := range pend[start:] {
-			if p.idx < failed {
+			if p.idx < failed && !p.lost {
 				retry = append(retry, cmds[p.idx])
 				// Refused as not master: wait for another. Lost with the
 				// connection (nothing held): the same address will do if
@@ -229,7 +230,7 @@ func (s *session) resolve(oldAddr string, cmds []Command, infos []cmdInfo, faile
 		for ; start < len(pend); start++ {
 			p := pend[start]
 			switch {
-			case p.idx >= failed:
+			case p.idx >= failed || p.lost:
 				s.writeError(errMayHaveRun)
 			case b == nil && p.held != "":
 				out.WriteString(p.held)

@@ -185,9 +185,10 @@ func (p *pool) close() {
 
 // PoolStats counts backend connections.
 type PoolStats struct {
-	Open  int    // every backend connection: idle, in a batch or pinned
-	Idle  int    // waiting in the pool
-	Dials uint64 // connections opened since start
+	Open   int    // every backend connection: idle, in a batch or pinned
+	Idle   int    // waiting in the pool
+	Shared int    // shared by sessions (also in Open)
+	Dials  uint64 // connections opened since start
 }
 
 func (p *pool) stats() PoolStats {

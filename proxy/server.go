@@ -39,6 +39,11 @@ type Options struct {
 	// MaxBatch is the most pipelined commands forwarded in one write. Zero
 	// means 256.
 	MaxBatch int
+	// SharedConns is how many shared backend connections carry the plain
+	// commands of sessions in the same connection state (user, db,
+	// protocol). Zero means 1; a negative value turns sharing off: every
+	// batch then takes a connection of its own from the pool.
+	SharedConns int
 	// DrainTimeout is how long Run lets in-flight commands finish after its
 	// context is cancelled. Zero means 10s; a negative value closes every
 	// connection at once.
@@ -89,6 +94,9 @@ func (o *Options) setDefaults() {
 	if o.IdleBackendTimeout == 0 {
 		o.IdleBackendTimeout = 60 * time.Second
 	}
+	if o.SharedConns == 0 {
+		o.SharedConns = 1
+	}
 	if o.MaxBatch == 0 {
 		o.MaxBatch = 256
 	}
@@ -106,6 +114,8 @@ type Server struct {
 	opts   Options
 	log    *zap.Logger
 	pool   *pool
+	shared *sharedPool // nil when sharing is off
+	reqs   sync.Pool   // *shareReq
 	bufs   *bufPool
 	parker *parker
 	dialer net.Dialer
@@ -160,6 +170,10 @@ func NewServer(opts Options, log *zap.Logger) (*Server, error) {
 		authLim:  newAuthLimiter(),
 		m:        newMetrics(opts.Name),
 	}
+	if opts.SharedConns > 0 {
+		srv.shared = newSharedPool(opts.SharedConns, srv.pool)
+	}
+	srv.reqs.New = newShareReq
 	st.setDefaults()
 	srv.cur.Store(&st)
 	srv.src.Store(&sourceBox{MasterSource: opts.Source, swapped: make(chan struct{})})
@@ -402,6 +416,9 @@ func (s *Server) reapIdle(ctx context.Context) {
 			return
 		case now := <-t.C:
 			s.pool.reap(now.Add(-s.opts.IdleBackendTimeout))
+			if s.shared != nil {
+				s.shared.reap(now.Add(-s.opts.IdleBackendTimeout), now)
+			}
 		}
 	}
 }
@@ -451,5 +468,9 @@ type Stats struct {
 
 // Stats returns current counters.
 func (s *Server) Stats() Stats {
-	return Stats{Clients: s.clients.Load(), Parked: s.parker.count(), Accepted: s.accepted.Load(), Pinned: s.pinnedN.Load(), Pool: s.pool.stats()}
+	st := Stats{Clients: s.clients.Load(), Parked: s.parker.count(), Accepted: s.accepted.Load(), Pinned: s.pinnedN.Load(), Pool: s.pool.stats()}
+	if s.shared != nil {
+		st.Pool.Shared = s.shared.count()
+	}
+	return st
 }

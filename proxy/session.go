@@ -40,8 +40,11 @@ type session struct {
 	txPass    string // credentials of a queued AUTH
 	resync    bool   // state commands ran inside EXEC: ask the server
 
-	pinned *backend // dedicated connection while the state needs one
-	duplex *duplex  // set once the session streams (pub/sub, MONITOR, tracking)
+	pinned   *backend    // dedicated connection while the state needs one
+	duplex   *duplex     // set once the session streams (pub/sub, MONITOR, tracking)
+	shared   *sharedConn // the shared connection last used; dropped when idle
+	shareIdx int         // which of a state's shared connections the session uses
+	noShare  bool        // its replies were large: it does not share any more (shareMaxReply)
 
 	idleSince atomic.Int64 // when the session began waiting for its client (UnixNano); 0 while busy, idleSwept once the sweep ended the wait
 
@@ -69,7 +72,7 @@ type session struct {
 }
 
 func newSession(srv *Server, nc net.Conn) *session {
-	s := &session{srv: srv, conn: nc, state: cleanState, born: time.Now()}
+	s := &session{srv: srv, conn: nc, state: cleanState, born: time.Now(), shareIdx: int(srv.accepted.Load())}
 	_, s.parkable = nc.(syscall.Conn)
 	s.lastActive.Store(s.born.UnixNano())
 	s.rd = newClientReader(nc, srv.bufs, srv.settings().Limits)
@@ -223,7 +226,7 @@ func (s *session) serve() {
 // park hands the idle session to the parker, dropping what an idle session
 // need not keep. It reports whether the parker took it.
 func (s *session) park() bool {
-	s.rd.cmds, s.infos, s.bufs, s.pending = nil, nil, nil, nil
+	s.rd.cmds, s.infos, s.bufs, s.pending, s.shared = nil, nil, nil, nil, nil
 	s.rw.held, s.rw.part = nil, nil
 	return s.srv.parker.park(s)
 }
@@ -364,6 +367,9 @@ func (s *session) exec(cmds []Command) error {
 // Errors that concern only these commands are answered to the client with
 // error replies; a returned error ends the session.
 func (s *session) forward(cmds []Command, infos []cmdInfo) error {
+	if s.mayShare(cmds, infos) {
+		return s.forwardShared(cmds, infos)
+	}
 	b, err := s.acquire()
 	if err != nil {
 		for range cmds {

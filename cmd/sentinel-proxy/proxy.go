@@ -148,6 +148,7 @@ func (a *app) newGroup(cfg config.Config, gc config.Group) (*group, error) {
 		Source:       w,
 		DialTimeout:  cfg.DialTimeout,
 		DrainTimeout: orNegative(cfg.DrainTimeout),
+		SharedConns:  sharedConns(cfg, gc),
 		TLS:          a.tls.Listener,
 		BackendTLS:   a.tls.Backend,
 
@@ -356,4 +357,17 @@ func newLogger(level, format string, w io.Writer) (*zap.Logger, zap.AtomicLevel,
 		enc = zapcore.NewConsoleEncoder(encCfg)
 	}
 	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(w), atom)), atom, nil
+}
+
+// sharedConns is the group's proxy.Options.SharedConns: shared_connections
+// unless the group turns sharing off (negative) or on.
+func sharedConns(cfg config.Config, gc config.Group) int {
+	n := cfg.SharedConnections
+	switch {
+	case gc.Sharing == "off" || gc.Sharing == "" && n == 0:
+		return -1
+	case n == 0:
+		return 1
+	}
+	return n
 }

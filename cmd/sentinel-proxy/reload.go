@@ -115,6 +115,9 @@ func restartOnly(old, cur config.Config) []string {
 	if old.DialTimeout != cur.DialTimeout || old.DrainTimeout != cur.DrainTimeout {
 		out = append(out, "dial_timeout and drain_timeout")
 	}
+	if old.SharedConnections != cur.SharedConnections {
+		out = append(out, "shared_connections")
+	}
 	return out
 }
 

@@ -1,0 +1,193 @@
+package proxy
+
+import (
+	"errors"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// The session's side of shared connections: which batches may share one,
+// and how their replies, refusals and a lost connection are answered.
+
+// shareMaxBytes is the largest batch sent on a shared connection. A larger
+// one (a big SET, a deep pipeline of them) goes on a connection of its own,
+// so that writing it does not hold up the other sessions' commands.
+const shareMaxBytes = 64 << 10
+
+// shareMaxReply is the most reply bytes a batch on a shared connection may
+// have before its session stops sharing. The shared connection's reader
+// never waits for a client: it buffers a batch's replies whole, and a client
+// that reads large values (which a connection of its own streams to it, at
+// the pace it reads) is better served off the shared connection, where its
+// replies do not hold up everyone else's either.
+const shareMaxReply = 1 << 20
+
+// mayShare reports whether a run of commands may go on a shared connection:
+// sharing is on, the session's state lives in the pool key alone (no pinned
+// connection, transaction, client name or full duplex), and every command
+// neither blocks, nor pins, nor changes or asks about the connection.
+func (s *session) mayShare(cmds []Command, infos []cmdInfo) bool {
+	if s.srv.shared == nil || s.noShare || s.pinned != nil || s.duplex != nil || s.needsPin() || s.txLost || s.watchGone {
+		return false
+	}
+	size := 0
+	for i := range infos {
+		if !infos[i].share {
+			return false
+		}
+		size += len(cmds[i].Raw)
+	}
+	return size <= shareMaxBytes
+}
+
+// forwardShared sends cmds on a shared connection and answers their
+// replies. Like forward, it answers what concerns only these commands with
+// error replies; a returned error ends the session.
+func (s *session) forwardShared(cmds []Command, infos []cmdInfo) error {
+	r := s.srv.reqs.Get().(*shareReq)
+	defer func() {
+		r.release()
+		s.srv.reqs.Put(r)
+	}()
+	r.load(cmds)
+	var c *sharedConn
+	for try := 0; ; try++ {
+		var err error
+		if c, err = s.sharedConn(); err != nil {
+			for range cmds {
+				s.writeError(s.acquireErrorText(err))
+			}
+			return nil
+		}
+		if c.submit(r) {
+			break
+		}
+		// It failed before the batch was queued: nothing was written.
+		s.shared = nil
+		if try == retryTries {
+			for range cmds {
+				s.writeError("ERR could not send the command to the master; it did not run (sentinel-proxy)")
+			}
+			return nil
+		}
+	}
+	<-r.done
+	return s.sharedReplies(c, r, cmds, infos)
+}
+
+// sharedConn returns the shared connection for the session's state on the
+// current master, waiting for one (the failover hold) as acquire does.
+func (s *session) sharedConn() (*sharedConn, error) {
+	deadline := s.holdDeadline()
+	for {
+		addr, err := s.srv.awaitMaster(deadline)
+		if err != nil {
+			return nil, err
+		}
+		key := s.poolKey(addr)
+		if c := s.shared; c != nil && c.b.key == key && c.usable() {
+			return c, nil
+		}
+		c, err := s.srv.shared.get(key, s.shareIdx, deadline, func() (*backend, error) {
+			return s.dial(addr, key, deadline)
+		})
+		if err == nil {
+			s.shared = c
+			return c, nil
+		}
+		if errors.Is(err, errHandshake) || time.Now().After(deadline) {
+			return nil, err
+		}
+		s.awaitRetry(addr, err, deadline)
+	}
+}
+
+// awaitRetry waits, after a failed dial to addr, for the source to name
+// another master or for a short while to retry the same one.
+func (s *session) awaitRetry(addr string, err error, deadline time.Time) {
+	s.srv.log.Debug("dial failed, holding", zap.String("addr", addr), zap.Error(err))
+	_, changed := s.srv.source().Master()
+	t := time.NewTimer(min(100*time.Millisecond, time.Until(deadline)))
+	select {
+	case <-changed:
+	case <-t.C:
+	}
+	t.Stop()
+}
+
+// sharedReplies answers the commands of a batch that went on c, in order.
+// A reply that says the node is not a writable master (-READONLY, -LOADING,
+// -MASTERDOWN) is held back and the command sent again, with every command
+// after it, as on a connection of the session's own (replies). When the
+// connection failed, the commands it never wrote are sent again; those
+// written without a reply may have run, unless they are all safe to repeat.
+func (s *session) sharedReplies(c *sharedConn, r *shareReq, cmds []Command, infos []cmdInfo) error {
+	out := s.out()
+	b := c.b
+	if len(r.out) > shareMaxReply {
+		s.noShare = true
+	}
+	fence := s.srv.fenced.Load()
+	fenced := fence != nil && *fence == b.addr
+	s.pending = s.pending[:0]
+	refused := false
+	prev := 0
+	for i := range r.replies() {
+		frame := r.out[r.starts[i]:r.stops[i]]
+		isErr := r.types[i] == '-' || r.types[i] == '!'
+		if !refused && isErr && isRetryable(frame) {
+			refused = true
+			s.noteError(b, errorText(frame))
+		}
+		if refused {
+			held := ""
+			if isErr {
+				held = string(r.out[prev:r.stops[i]])
+			}
+			s.pending = append(s.pending, pendingReply{idx: i, held: held})
+			prev = r.stops[i]
+			continue
+		}
+		s.srv.m.countReply(infos[i], isErr, s.batchStart)
+		switch {
+		case isErr:
+			s.noteError(b, errorText(frame))
+			out.Write(r.out[prev:r.stops[i]])
+		case fenced && infos[i].class != classRead:
+			s.writeError(errMayHaveRun) // see fencedWrite
+		default:
+			out.Write(r.out[prev:r.stops[i]])
+		}
+		prev = r.stops[i]
+	}
+	if n := r.replies(); n < len(cmds) {
+		// The connection failed first.
+		if r.external {
+			s.srv.pool.evict(b.addr)
+			s.srv.source().Suspect(b.addr)
+		}
+		written := n
+		for written < len(cmds) && r.ends[written] <= r.sent {
+			written++
+		}
+		mayHaveRun := !refused && !allSafe(infos[n:written])
+		for j := n; j < len(cmds); j++ {
+			s.pending = append(s.pending, pendingReply{idx: j, lost: mayHaveRun && j < written})
+		}
+	}
+	if len(s.pending) > 0 {
+		return s.resolve(b.addr, cmds, infos, len(cmds))
+	}
+	if d := s.srv.fo.answered(b.addr); d > 0 {
+		s.srv.m.failoverDur.Observe(d.Seconds())
+		s.srv.log.Info("failover: first command answered by the new master",
+			zap.String("group", s.srv.opts.Name), zap.String("master", b.addr), zap.Duration("since_master_lost", d))
+	}
+	return nil
+}
+
+// errorText returns the message of an error frame ("-READONLY …\r\n").
+func errorText(frame []byte) string {
+	return Frame{Type: frame[0], Small: frame}.ErrorText()
+}
