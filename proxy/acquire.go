@@ -3,6 +3,8 @@ package proxy
 import (
 	"errors"
 	"time"
+
+	"go.uber.org/zap"
 )
 
 // The backend connection a session uses for a batch: its pinned one, an
@@ -61,25 +63,37 @@ func (s *session) acquire() (*backend, error) {
 	if s.pinned != nil {
 		return s.pinned, nil
 	}
+	var b *backend
+	err := s.underHold(func(addr string, key poolKey, deadline time.Time) (err error) {
+		if b = s.pooled(key); b != nil {
+			return nil
+		}
+		b, err = s.dial(addr, key, deadline)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// underHold runs get for the current master until it succeeds, fails in a
+// way that waiting cannot fix (the handshake was refused), or the batch's
+// hold deadline passes. While no master is known it waits for one; after a
+// failure it waits for the source to name another master, or shortly to
+// try the same one again: the master may be gone before the sentinels
+// noticed.
+func (s *session) underHold(get func(addr string, key poolKey, deadline time.Time) error) error {
 	deadline := s.holdDeadline()
 	for {
 		addr, err := s.srv.awaitMaster(deadline)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		key := s.poolKey(addr)
-		if b := s.pooled(key); b != nil {
-			return b, nil
+		err = get(addr, s.poolKey(addr), deadline)
+		if err == nil || errors.Is(err, errHandshake) || time.Now().After(deadline) {
+			return err
 		}
-		b, err := s.dial(addr, key, deadline)
-		if err == nil {
-			return b, nil
-		}
-		if errors.Is(err, errHandshake) || time.Now().After(deadline) {
-			return nil, err
-		}
-		// The master may be gone before the sentinels noticed: wait for
-		// them to name another one, or retry the same one shortly.
 		s.awaitRetry(addr, err, deadline)
 	}
 }
@@ -170,4 +184,17 @@ func (s *session) lost(b *backend) {
 	}
 	s.txState, s.resync = false, false
 	s.multi, s.watching, s.sticky = false, false, false
+}
+
+// awaitRetry waits, after a failed dial to addr, for the source to name
+// another master or for a short while to retry the same one.
+func (s *session) awaitRetry(addr string, err error, deadline time.Time) {
+	s.srv.log.Debug("dial failed, holding", zap.String("addr", addr), zap.Error(err))
+	_, changed := s.srv.source().Master()
+	t := time.NewTimer(min(100*time.Millisecond, time.Until(deadline)))
+	select {
+	case <-changed:
+	case <-t.C:
+	}
+	t.Stop()
 }

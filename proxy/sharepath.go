@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"errors"
 	"time"
 
 	"go.uber.org/zap"
@@ -79,41 +78,22 @@ func (s *session) forwardShared(cmds []Command, infos []cmdInfo) error {
 // sharedConn returns the shared connection for the session's state on the
 // current master, waiting for one (the failover hold) as acquire does.
 func (s *session) sharedConn() (*sharedConn, error) {
-	deadline := s.holdDeadline()
-	for {
-		addr, err := s.srv.awaitMaster(deadline)
-		if err != nil {
-			return nil, err
-		}
-		key := s.poolKey(addr)
+	err := s.underHold(func(addr string, key poolKey, deadline time.Time) error {
 		if c := s.shared; c != nil && c.b.key == key && c.usable() {
-			return c, nil
+			return nil
 		}
 		c, err := s.srv.shared.get(key, s.shareIdx, deadline, func() (*backend, error) {
 			return s.dial(addr, key, deadline)
 		})
 		if err == nil {
 			s.shared = c
-			return c, nil
 		}
-		if errors.Is(err, errHandshake) || time.Now().After(deadline) {
-			return nil, err
-		}
-		s.awaitRetry(addr, err, deadline)
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
-}
-
-// awaitRetry waits, after a failed dial to addr, for the source to name
-// another master or for a short while to retry the same one.
-func (s *session) awaitRetry(addr string, err error, deadline time.Time) {
-	s.srv.log.Debug("dial failed, holding", zap.String("addr", addr), zap.Error(err))
-	_, changed := s.srv.source().Master()
-	t := time.NewTimer(min(100*time.Millisecond, time.Until(deadline)))
-	select {
-	case <-changed:
-	case <-t.C:
-	}
-	t.Stop()
+	return s.shared, nil
 }
 
 // sharedReplies answers the commands of a batch that went on c, in order.
