@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -95,6 +96,9 @@ func newStack(opts stackOptions, log *zap.Logger) (*stack, error) {
 		Name:        topo.MasterName(),
 		Source:      wrapSource(opts.WrapSource, src),
 		HoldTimeout: opts.HoldTimeout,
+		// SENTINEL_PROXY_TEST_SHARED_CONNECTIONS=1 runs the tests (make
+		// soak, say) with shared backend connections.
+		SharedConns: sharedConnsFromEnv(),
 		// Tests end with clients still connected (subscribers, MONITOR):
 		// do not wait the default 10 s for them.
 		DrainTimeout: time.Second,
@@ -352,4 +356,11 @@ func testContext(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// sharedConnsFromEnv is proxy.Options.SharedConns for the tests' proxies:
+// SENTINEL_PROXY_TEST_SHARED_CONNECTIONS, 0 (off) when unset.
+func sharedConnsFromEnv() int {
+	n, _ := strconv.Atoi(os.Getenv("SENTINEL_PROXY_TEST_SHARED_CONNECTIONS"))
+	return n
 }

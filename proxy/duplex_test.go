@@ -160,8 +160,7 @@ func TestDuplexEnds(t *testing.T) {
 			for _, limit := range []int64{0, 1 << 20} {
 				t.Run(tc.name+"/resp"+p+"/limit="+strconv.FormatInt(limit, 10), func(t *testing.T) {
 					must(t, "FLUSHALL", dialRedis(t, r).do("FLUSHALL"), "+OK\r\n")
-					// (Sharing off: the ECHO below must take the pooled connection.)
-					srv, paddr := startProxy(t, newFakeSource(r), func(o *Options) { o.OutputLimit, o.SharedConns = limit, -1 })
+					srv, paddr := startProxy(t, newFakeSource(r), func(o *Options) { o.OutputLimit = limit })
 					c := dialProto(t, paddr, p)
 					tc.run(t, c, p)
 					waitRequestResponse(t, srv, tc.pinned)

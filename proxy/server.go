@@ -41,8 +41,8 @@ type Options struct {
 	MaxBatch int
 	// SharedConns is how many shared backend connections carry the plain
 	// commands of sessions in the same connection state (user, db,
-	// protocol). Zero means 1; a negative value turns sharing off: every
-	// batch then takes a connection of its own from the pool.
+	// protocol). Zero or a negative value turns sharing off: every batch
+	// then takes a connection of its own from the pool.
 	SharedConns int
 	// DrainTimeout is how long Run lets in-flight commands finish after its
 	// context is cancelled. Zero means 10s; a negative value closes every
@@ -93,9 +93,6 @@ func (o *Options) setDefaults() {
 	}
 	if o.IdleBackendTimeout == 0 {
 		o.IdleBackendTimeout = 60 * time.Second
-	}
-	if o.SharedConns == 0 {
-		o.SharedConns = 1
 	}
 	if o.MaxBatch == 0 {
 		o.MaxBatch = 256

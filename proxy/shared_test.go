@@ -16,7 +16,7 @@ import (
 // connection carries them all.
 func TestSharedConnCarriesEveryClient(t *testing.T) {
 	r := startRedis(t)
-	srv, paddr := startProxy(t, newFakeSource(r), nil)
+	srv, paddr := startProxy(t, newFakeSource(r), sharing)
 	const clients, rounds = 40, 150
 	var wg sync.WaitGroup
 	errs := make(chan string, clients)
@@ -69,11 +69,11 @@ func TestSharedConnCarriesEveryClient(t *testing.T) {
 	}
 }
 
-// TestSharingOff checks that SharedConns < 0 keeps every batch on a pooled
-// connection of its own.
+// TestSharingOff checks that sharing is off by default: every batch takes
+// a pooled connection of its own.
 func TestSharingOff(t *testing.T) {
 	r := startRedis(t)
-	srv, paddr := startProxy(t, newFakeSource(r), func(o *Options) { o.SharedConns = -1 })
+	srv, paddr := startProxy(t, newFakeSource(r), nil)
 	c := dialRedis(t, paddr)
 	if got := c.do("SET", "a", "1"); got != "+OK\r\n" {
 		t.Fatalf("SET = %q", got)
@@ -88,7 +88,7 @@ func TestSharingOff(t *testing.T) {
 // hands its replies to its own buffer and moves on.
 func TestSharedSlowClient(t *testing.T) {
 	r := startRedis(t)
-	_, paddr := startProxy(t, newFakeSource(r), nil)
+	_, paddr := startProxy(t, newFakeSource(r), sharing)
 	c := dialRedis(t, paddr)
 	big := strings.Repeat("x", 1<<20)
 	if got := c.do("SET", "big", big); got != "+OK\r\n" {
@@ -157,7 +157,7 @@ func TestSharedConnLost(t *testing.T) {
 			}
 		}
 	})
-	_, paddr := startProxy(t, newFakeSource(addr), nil)
+	_, paddr := startProxy(t, newFakeSource(addr), sharing)
 
 	c := dialRedis(t, paddr)
 	c.send(string(appendCommand(appendCommand(appendCommand(nil, "GET", "a"), "GET", "die1"), "GET", "b")))
@@ -183,3 +183,6 @@ func TestSharedConnLost(t *testing.T) {
 		t.Errorf("the write whose reply was lost ran %d times, want once", seen["SET die2"])
 	}
 }
+
+// sharing turns shared connections on in a test's proxy.
+func sharing(o *Options) { o.SharedConns = 1 }
