@@ -291,7 +291,7 @@ for test in SET GET; do
 	for cfg in $CONFIGS; do
 		for t in $TARGETS; do
 			awk -F'\t' -v t="$t" -v test="$test" -v cfg="$cfg" '
-				$1 == t && $2 == test && $3 == cfg {v[n] = $5; l[n++] = $6; rounds = rounds " " sprintf("%.0f", $5)}
+				$1 == t && $2 == test && $3 == cfg {v[n + 0] = $5; l[n++] = $6; rounds = rounds " " sprintf("%.0f", $5)}
 				$1 == "direct" && $2 == test && $3 == cfg {d[m++] = $5}
 				function median(a, k,   i, j, x) {
 					for (i = 1; i < k; i++) for (j = i; j > 0 && a[j-1] > a[j]; j--) {x = a[j]; a[j] = a[j-1]; a[j-1] = x}
@@ -314,7 +314,7 @@ printf '%-10s %9s %16s %18s\n' target "clients:P" "CPU us/request" "syscalls/req
 for cfg in $CONFIGS; do
 	for t in $TARGETS; do
 		awk -F'\t' -v t="$t" -v cfg="$cfg" '
-			$1 == t && $2 ":" $3 == cfg {u[n] = $5; s[n++] = $6}
+			$1 == t && $2 ":" $3 == cfg {u[n + 0] = $5; s[n++] = $6}
 			function median(a, k,   i, j, x) {
 				for (i = 1; i < k; i++) for (j = i; j > 0 && a[j-1] > a[j]; j--) {x = a[j]; a[j] = a[j-1]; a[j-1] = x}
 				return k % 2 ? a[(k-1)/2] : (a[k/2-1] + a[k/2]) / 2
