@@ -197,8 +197,8 @@ func (s *session) reply(b *backend, cmd Command, info cmdInfo) error {
 // master (Fencer), which may already be promoted, so what b's master runs
 // now may never reach it. Such a reply is answered "may have run". Only a
 // reply kept whole can be replaced (not one streamed, nor one dropped or
-// held back for a retry), and only a write's: a read, a state command, a
-// +QUEUED inside MULTI lose nothing.
+// held back for a retry), and only a command's that may write or show
+// what was written: not a state command, nor a +QUEUED inside MULTI.
 func (s *session) fencedWrite(b *backend, info cmdInfo) bool {
 	p := s.srv.fenced.Load()
 	if p == nil || *p != b.addr || s.rw.streaming || s.rw.discarding || s.rw.holding {
@@ -208,7 +208,9 @@ func (s *session) fencedWrite(b *backend, info cmdInfo) bool {
 	case kindExec, kindBlocking:
 		return true
 	case kindPlain:
-		return !s.multi && info.class != classRead
+		// A read too: it may show a write the old master ran after the
+		// selection, which the new master will not have.
+		return !s.multi
 	}
 	return false
 }

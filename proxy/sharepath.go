@@ -134,7 +134,7 @@ func (s *session) sharedReplies(c *sharedConn, r *shareReq, cmds []Command, info
 		case isErr:
 			s.noteError(b, errorText(frame))
 			out.Write(r.out[prev:r.stops[i]])
-		case fenced && infos[i].class != classRead:
+		case fenced:
 			s.writeError(errMayHaveRun) // see fencedWrite
 		default:
 			out.Write(r.out[prev:r.stops[i]])
