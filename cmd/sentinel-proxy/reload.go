@@ -35,8 +35,10 @@ func (a *app) reload() {
 		err = cfg.Validate()
 	}
 	if err != nil {
-		a.reloads.WithLabelValues("error").Inc()
+		// Logged before it is counted: whoever waits for the count (a
+		// test, an operator's script) finds the reason in the log.
 		log.Error("configuration rejected; keeping the running one", zap.Error(err))
+		a.reloads.WithLabelValues("error").Inc()
 		return
 	}
 	var problems []string
@@ -92,12 +94,12 @@ func (a *app) reload() {
 	}
 	a.cfg = cfg
 	if len(problems) > 0 {
-		a.reloads.WithLabelValues("error").Inc()
 		log.Error("configuration reloaded with problems", zap.Strings("problems", problems), zap.Duration("took", time.Since(start)))
+		a.reloads.WithLabelValues("error").Inc()
 		return
 	}
-	a.reloads.WithLabelValues("ok").Inc()
 	log.Info("configuration reloaded", zap.Int("groups", len(a.groups)), zap.Duration("took", time.Since(start)))
+	a.reloads.WithLabelValues("ok").Inc()
 }
 
 // restartOnly lists settings that differ and that only a restart applies.
