@@ -55,7 +55,7 @@ type duplex struct {
 	authed  bool          // proxy-terminated auth passed when full duplex began
 	done    chan struct{} // closed when the copier exits
 	stopc   chan struct{} // closed by stop: a move in progress gives up
-	verdict chan struct{} // a command that might have ended full duplex did not
+	verdict chan *hints   // a command that might have ended full duplex did not: what the connection has (nil: not known)
 
 	mu       sync.Mutex
 	cond     *sync.Cond // a move or a write of the session ended
@@ -92,6 +92,8 @@ type link struct {
 
 // hints is what the session goroutine expects of the connection from the
 // commands it sent, before any reply: where a batch may end full duplex.
+// Redis can refuse a command they counted (ACL, -LOADING): the verdicts
+// (duplex_send.go's add) bring them back to the connection's state.
 type hints struct {
 	subs              [3]map[string]struct{}
 	monitor, tracking bool
@@ -184,7 +186,7 @@ func (s *session) startDuplex(cmd Command) error {
 		w.Reset(q)
 	}
 	d := &duplex{s: s, q: q, authed: s.authed, b: b, inMulti: s.multi,
-		done: make(chan struct{}), stopc: make(chan struct{}), verdict: make(chan struct{}, 1),
+		done: make(chan struct{}), stopc: make(chan struct{}), verdict: make(chan *hints, 1),
 		link: link{st: s.state, name: s.name, multi: s.multi, watching: s.watching, sticky: s.sticky}}
 	d.cond = sync.NewCond(&d.mu)
 	for i := range d.link.subs {

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"errors"
+	"maps"
 	"runtime/debug"
 
 	"go.uber.org/zap"
@@ -426,10 +427,18 @@ func (d *duplex) drop(b *backend) error {
 		d.handover = true
 		return errHandover
 	}
+	var h *hints // nil: not known (state changed inside a transaction)
+	if !d.link.unsure {
+		h = &hints{monitor: d.link.monitor, tracking: d.link.tracking}
+		for i, set := range d.link.subs {
+			h.subs[i] = maps.Clone(set)
+		}
+	}
 	select {
-	case d.verdict <- struct{}{}:
+	case <-d.verdict: // (a verdict nobody waited for: the session ended its wait)
 	default:
 	}
+	d.verdict <- h
 	return nil
 }
 

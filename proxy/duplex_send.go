@@ -48,7 +48,10 @@ func (d *duplex) send(cmds []Command, infos []cmdInfo) error {
 			continue
 		}
 		select {
-		case <-d.verdict:
+		case h := <-d.verdict:
+			if h != nil {
+				d.hint = *h
+			}
 		case <-d.done:
 			if d.handover {
 				return d.handOver(cmds[i:])
@@ -116,6 +119,13 @@ func (d *duplex) add(cmd Command, info cmdInfo) bool {
 		return false // queued: it changes nothing before EXEC
 	}
 	h := &d.hint
+	// The session waits for the copier's verdict after a command that
+	// starts from nothing (the one that began full duplex, say) and after
+	// one that can only take something away: they may end full duplex,
+	// also when Redis refused a command that the hints counted (ACL,
+	// -LOADING). The verdict then mends the hints.
+	wait := !h.monitor && !h.tracking && len(h.subs[0])+len(h.subs[1])+len(h.subs[2]) == 0 ||
+		e.unsub || e.op == opTrackOff
 	switch e.op {
 	case opSub:
 		set := h.subs[e.set]
@@ -143,7 +153,7 @@ func (d *duplex) add(cmd Command, info cmdInfo) bool {
 	default:
 		return false
 	}
-	e.end = e.op == opReset ||
+	e.end = wait || e.op == opReset ||
 		!h.monitor && !h.tracking && len(h.subs[0])+len(h.subs[1])+len(h.subs[2]) == 0
 	return e.end
 }

@@ -300,3 +300,47 @@ func TestDuplexQuit(t *testing.T) {
 		})
 	}
 }
+
+// TestDuplexRefusedStart: a SUBSCRIBE, MONITOR or CLIENT TRACKING ON that
+// Redis refuses (here its ACL) subscribes nothing, so the session goes back
+// to request/response at once. A RESP2 reply that looks like a message (an
+// array whose first element is "message") is then passed on as the reply it
+// is, and later commands are answered in order.
+func TestDuplexRefusedStart(t *testing.T) {
+	r := startRedis(t)
+	admin := dialRedis(t, r)
+	must(t, "ACL SETUSER", admin.do("ACL", "SETUSER", "limited", "on", ">pw", "~*", "resetchannels", "&ok", "+@all", "-monitor", "-client|tracking"), "+OK\r\n")
+	must(t, "RPUSH", admin.do("RPUSH", "l", "message", "ch", "payload"), ":3\r\n")
+	const lrange = "*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$7\r\npayload\r\n"
+	for _, start := range [][]string{{"SUBSCRIBE", "a"}, {"PSUBSCRIBE", "a*"}, {"SSUBSCRIBE", "a"}, {"MONITOR"}, {"CLIENT", "TRACKING", "ON"}} {
+		for _, p := range []string{"2", "3"} {
+			t.Run(strings.Join(start, " ")+"/resp"+p, func(t *testing.T) {
+				srv, paddr := startProxy(t, newFakeSource(r), nil)
+				c := dialProto(t, paddr, p)
+				must(t, "AUTH", c.do("AUTH", "limited", "pw"), "+OK\r\n")
+				c.send(cmds(start, []string{"LRANGE", "l", "0", "-1"}, []string{"PING"}))
+				if got := c.reply(); !strings.HasPrefix(got, "-NOPERM") {
+					t.Fatalf("%v = %q, want Redis's NOPERM", start, got)
+				}
+				expect(t, c, "after the refusal", lrange, "+PONG\r\n")
+				waitRequestResponse(t, srv, 0)
+				must(t, "LRANGE on the ordinary path", c.do("LRANGE", "l", "0", "-1"), lrange)
+			})
+		}
+	}
+	// Refused while subscribed: the last UNSUBSCRIBE still ends full duplex.
+	for _, p := range []string{"2", "3"} {
+		t.Run("refused while subscribed/resp"+p, func(t *testing.T) {
+			srv, paddr := startProxy(t, newFakeSource(r), nil)
+			c := dialProto(t, paddr, p)
+			must(t, "AUTH", c.do("AUTH", "limited", "pw"), "+OK\r\n")
+			c.send(cmds([]string{"SUBSCRIBE", "ok"}, []string{"SUBSCRIBE", "a"}, []string{"UNSUBSCRIBE", "ok"}, []string{"LRANGE", "l", "0", "-1"}))
+			expect(t, c, "subscribed", confirmation(p, "subscribe", "ok", 1))
+			if got := c.reply(); !strings.HasPrefix(got, "-NOPERM") {
+				t.Fatalf("SUBSCRIBE a = %q, want Redis's NOPERM", got)
+			}
+			expect(t, c, "unsubscribed", confirmation(p, "unsubscribe", "ok", 0), lrange)
+			waitRequestResponse(t, srv, 0)
+		})
+	}
+}

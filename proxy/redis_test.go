@@ -15,36 +15,58 @@ import (
 // returns its address; the process is killed by PID when the test ends.
 func startRedis(t *testing.T, extra ...string) string {
 	t.Helper()
+	return startRedisWith(t, func() []string { return extra })
+}
+
+// startRedisWith is startRedis with arguments made afresh for each attempt
+// (a port they name may be taken). A free port can be taken by someone else
+// between its probe and redis-server's bind; the server then exits, and it
+// is started again on other ports.
+func startRedisWith(t *testing.T, extra func() []string) string {
+	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Fatalf("redis-server is required: %v", err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for attempt := 1; ; attempt++ {
+		port := freePort(t)
+		cmdArgs := append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "",
+			"--appendonly", "no", "--dir", t.TempDir(), "--logfile", ""}, extra()...)
+		cmd := exec.Command(bin, cmdArgs...)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		exited := make(chan struct{})
+		go func() { cmd.Wait(); close(exited) }()
+		t.Cleanup(func() {
+			cmd.Process.Kill()
+			<-exited
+		})
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		if err := awaitListening(addr, exited); err == nil {
+			return addr
+		} else if attempt == 3 {
+			t.Fatalf("redis-server did not listen on %s: %v", addr, err)
+		}
 	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	cmdArgs := append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "",
-		"--appendonly", "no", "--dir", t.TempDir(), "--logfile", ""}, extra...)
-	cmd := exec.Command(bin, cmdArgs...)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+}
+
+// awaitListening polls addr until it accepts, the process exits or 10 s pass.
+func awaitListening(addr string, exited <-chan struct{}) error {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			c.Close()
-			return addr
+			return nil
+		}
+		select {
+		case <-exited:
+			return errors.New("redis-server exited (a port taken?)")
+		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("redis-server did not listen on %s: %v", addr, err)
+			return err
 		}
 		time.Sleep(20 * time.Millisecond) // polling for readiness with a deadline
 	}

@@ -366,6 +366,7 @@ func TestFencedWriteMayHaveRun(t *testing.T) {
 	}
 	src.setFence("")
 	src.set(r) // the failover was aborted
+	waitFor(t, func() bool { p := srv.fenced.Load(); return p != nil && *p == "" })
 	if got := c.do("INCR", "n"); got != ":2\r\n" {
 		t.Fatalf("INCR after the fence = %q", got)
 	}

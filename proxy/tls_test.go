@@ -29,9 +29,12 @@ func freePort(t *testing.T) int {
 // plain one is startRedis's readiness check) and returns the TLS address.
 func startTLSRedis(t *testing.T, p *testpki.Files) string {
 	t.Helper()
-	port := freePort(t)
-	startRedis(t, "--tls-port", strconv.Itoa(port), "--tls-cert-file", p.CertFile,
-		"--tls-key-file", p.KeyFile, "--tls-ca-cert-file", p.CAFile, "--tls-auth-clients", "optional")
+	var port int
+	startRedisWith(t, func() []string {
+		port = freePort(t)
+		return []string{"--tls-port", strconv.Itoa(port), "--tls-cert-file", p.CertFile,
+			"--tls-key-file", p.KeyFile, "--tls-ca-cert-file", p.CAFile, "--tls-auth-clients", "optional"}
+	})
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 }
 
