@@ -16,7 +16,8 @@ import (
 //   - notRun: an error that says the command did not run: -MASTERDOWN (no
 //     master within the hold), -LOADING and -READONLY passed on after the
 //     hold (the shim answers those without forwarding the command),
-//     "could not send … it did not run", -NOAUTH before AUTH;
+//     "could not send … it did not run", -NOAUTH (or Redis's "Protocol
+//     error: unauthenticated bulk length") before AUTH;
 //   - mayRun: "… may have run" (-ERR and -UNBLOCKED), for a command whose
 //     connection was lost after it was written.
 //
@@ -51,7 +52,10 @@ func (c *roClient) errOutcome(text string) (roOutcome, bool) {
 	case strings.HasPrefix(text, "MASTERDOWN "), strings.HasPrefix(text, "LOADING "),
 		strings.HasPrefix(text, "READONLY "), strings.Contains(text, "it did not run"):
 		return notRun, true
-	case strings.HasPrefix(text, "NOAUTH") && !c.authed:
+	case strings.HasPrefix(text, "NOAUTH") && !c.authed,
+		strings.HasPrefix(text, "ERR Protocol error: unauthenticated") && !c.authed:
+		// (Redis's answer to an argument over 16 KiB before AUTH, as
+		// direct: it then closes its connection.)
 		return notRun, true
 	case c.proto == 2 && len(c.subs) > 0 && strings.Contains(text, "allowed in this context"):
 		return notRun, true // a command the generator thought was outside subscribed mode
