@@ -20,7 +20,8 @@
 # machines.
 #
 # Environment (defaults in brackets):
-#   BENCH_TARGETS       targets to run ["direct proxy haproxy twemproxy"]
+#   BENCH_TARGETS       targets to run ["direct proxy proxy-noshare haproxy twemproxy"]
+#                       (proxy-noshare: sentinel-proxy with --shared-connections 0)
 #   BENCH_ROUNDS        rounds [3]
 #   BENCH_CLIENTS       redis-benchmark -c of the -P 1 and -P 16 runs [50]
 #   BENCH_MANY          redis-benchmark -c of the many-clients -P 1 run, 0 = skip [1000]
@@ -35,7 +36,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-TARGETS=${BENCH_TARGETS:-direct proxy haproxy twemproxy}
+TARGETS=${BENCH_TARGETS:-direct proxy proxy-noshare haproxy twemproxy}
 ROUNDS=${BENCH_ROUNDS:-3}
 CLIENTS=${BENCH_CLIENTS:-50}
 MANY=${BENCH_MANY:-1000}
@@ -53,7 +54,7 @@ WORK=
 has() { [[ " $TARGETS " == *" $1 "* ]]; }
 
 for t in $TARGETS; do
-	case $t in direct | proxy | haproxy | twemproxy) ;; *) die "unknown target '$t' in BENCH_TARGETS" ;; esac
+	case $t in direct | proxy | proxy-noshare | haproxy | twemproxy) ;; *) die "unknown target '$t' in BENCH_TARGETS" ;; esac
 done
 
 # sbin is not on a normal user's PATH, and haproxy / nutcracker live there.
@@ -101,7 +102,7 @@ fi
 log "building helpers (bench/topo, bench/idle)"
 go build -o "$WORK/topo" ./bench/topo || die "cannot build bench/topo"
 go build -o "$WORK/idle" ./bench/idle || die "cannot build bench/idle"
-if has proxy; then
+if has proxy || has proxy-noshare; then
 	if [[ $PROXY_BIN == bin/sentinel-proxy ]]; then
 		log "building bin/sentinel-proxy"
 		go build -o bin/sentinel-proxy ./cmd/sentinel-proxy ||
@@ -114,13 +115,13 @@ fi
 log "starting topology (1 master, 2 replicas, 3 sentinels)"
 mkfifo "$WORK/topo.in"
 exec 3<>"$WORK/topo.in" # the helper stops the topology when this closes
-"$WORK/topo" -free-ports 4 <"$WORK/topo.in" >"$WORK/topo.env" 2>"$WORK/topo.log" 3>&- &
+"$WORK/topo" -free-ports 5 <"$WORK/topo.in" >"$WORK/topo.env" 2>"$WORK/topo.log" 3>&- &
 TOPO_PID=$!
 PIDS+=("$TOPO_PID")
 wait_for "topology" 90 "$TOPO_PID" grep -q '^READY=1' "$WORK/topo.env"
 # shellcheck source=/dev/null
 . "$WORK/topo.env"
-read -r PORT_PROXY PORT_HAPROXY PORT_TWEM PORT_TWEM_STATS <<<"$FREE_PORTS"
+read -r PORT_PROXY PORT_HAPROXY PORT_TWEM PORT_TWEM_STATS PORT_NOSHARE <<<"$FREE_PORTS"
 log "master $MASTER, replicas $REPLICAS, sentinels $SENTINELS"
 
 declare -A PORT PID
@@ -136,6 +137,18 @@ if has proxy; then
 	PORT[proxy]=$PORT_PROXY
 	wait_for "sentinel-proxy" 30 "${PID[proxy]}" pong "$PORT_PROXY"
 	log "sentinel-proxy on 127.0.0.1:$PORT_PROXY (pid ${PID[proxy]})"
+fi
+if has proxy-noshare; then
+	# The same binary without shared backend connections (the flag comes
+	# last: it wins over one in PROXY_ARGS).
+	# shellcheck disable=SC2086 # PROXY_ARGS is split on purpose
+	"$PROXY_BIN" --listen "127.0.0.1:$PORT_NOSHARE" --master-name "$MASTER_NAME" --sentinels "$SENTINELS" \
+		$PROXY_ARGS --shared-connections 0 >"$WORK/proxy-noshare.log" 2>&1 3>&- </dev/null &
+	PID[proxy-noshare]=$!
+	PIDS+=("${PID[proxy-noshare]}")
+	PORT[proxy-noshare]=$PORT_NOSHARE
+	wait_for "sentinel-proxy without sharing" 30 "${PID[proxy-noshare]}" pong "$PORT_NOSHARE"
+	log "sentinel-proxy --shared-connections 0 on 127.0.0.1:$PORT_NOSHARE (pid ${PID[proxy-noshare]})"
 fi
 
 if has haproxy; then
@@ -286,7 +299,7 @@ echo "$(redis-server --version | awk '{print $1, $2, $3}'); redis-benchmark -n $
 has haproxy && echo "$(haproxy -v | head -n 1 | awk '{print $1, $2, $3}'); tcp mode, role:master tcp-check over master + 2 replicas"
 has twemproxy && echo "$(nutcracker --version 2>&1 | head -n 1); redis: true, master only"
 echo
-printf '%-10s %-4s %9s %14s %8s %9s   %s\n' target test "clients:P" "median req/s" "/direct" "p99 ms" "per round"
+printf '%-13s %-4s %9s %14s %8s %9s   %s\n' target test "clients:P" "median req/s" "/direct" "p99 ms" "per round"
 for test in SET GET; do
 	for cfg in $CONFIGS; do
 		for t in $TARGETS; do
@@ -298,10 +311,10 @@ for test in SET GET; do
 					return k % 2 ? a[(k-1)/2] : (a[k/2-1] + a[k/2]) / 2
 				}
 				END {
-					if (n == 0) {printf "%-10s %-4s %9s %14s %8s\n", t, test, cfg, "FAILED", "-"; exit}
+					if (n == 0) {printf "%-13s %-4s %9s %14s %8s\n", t, test, cfg, "FAILED", "-"; exit}
 					med = median(v, n)
 					ratio = m ? sprintf("%.2f", med / median(d, m)) : "-"
-					printf "%-10s %-4s %9s %14.0f %8s %9.3f  %s\n", t, test, cfg, med, ratio, median(l, n), rounds
+					printf "%-13s %-4s %9s %14.0f %8s %9.3f  %s\n", t, test, cfg, med, ratio, median(l, n), rounds
 				}' "$RESULTS"
 		done
 	done
@@ -310,7 +323,7 @@ done
 echo
 echo "Cost per request of each target's own process (SET and GET runs together; medians over the rounds):"
 echo "CPU from /proc/PID/stat (user + system), syscalls = read and write family from /proc/PID/io"
-printf '%-10s %9s %16s %18s\n' target "clients:P" "CPU us/request" "syscalls/request"
+printf '%-13s %9s %16s %18s\n' target "clients:P" "CPU us/request" "syscalls/request"
 for cfg in $CONFIGS; do
 	for t in $TARGETS; do
 		awk -F'\t' -v t="$t" -v cfg="$cfg" '
@@ -319,7 +332,7 @@ for cfg in $CONFIGS; do
 				for (i = 1; i < k; i++) for (j = i; j > 0 && a[j-1] > a[j]; j--) {x = a[j]; a[j] = a[j-1]; a[j-1] = x}
 				return k % 2 ? a[(k-1)/2] : (a[k/2-1] + a[k/2]) / 2
 			}
-			END {if (n) printf "%-10s %9s %16.1f %18.2f\n", t, cfg, median(u, n), median(s, n)}' "$COSTS"
+			END {if (n) printf "%-13s %9s %16.1f %18.2f\n", t, cfg, median(u, n), median(s, n)}' "$COSTS"
 	done
 done
 

@@ -188,6 +188,6 @@ func Default() Config {
 		ClientQueryBufferLimit: 1 << 30,
 		PubSubOutputLimit:      32 << 20,
 		HandshakeTimeout:       10 * time.Second,
-		SharedConnections:      0, // off until full duplex after a refused SUBSCRIBE is fixed (README, Known gaps)
+		SharedConnections:      1,
 	}
 }

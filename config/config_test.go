@@ -56,6 +56,7 @@ func TestDefault(t *testing.T) {
 		ClientQueryBufferLimit: 1 << 30,
 		PubSubOutputLimit:      32 << 20,
 		HandshakeTimeout:       10 * time.Second,
+		SharedConnections:      1,
 	}
 	if got := Default(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("Default() =\n%s\nwant\n%s", got, want)

@@ -96,8 +96,9 @@ func newStack(opts stackOptions, log *zap.Logger) (*stack, error) {
 		Name:        topo.MasterName(),
 		Source:      wrapSource(opts.WrapSource, src),
 		HoldTimeout: opts.HoldTimeout,
-		// SENTINEL_PROXY_TEST_SHARED_CONNECTIONS=1 runs the tests (make
-		// soak, say) with shared backend connections.
+		// Shared backend connections, as the binary's default;
+		// SENTINEL_PROXY_TEST_SHARED_CONNECTIONS=0 runs the tests (make
+		// soak, say) without them.
 		SharedConns: sharedConnsFromEnv(),
 		// Tests end with clients still connected (subscribers, MONITOR):
 		// do not wait the default 10 s for them.
@@ -359,8 +360,12 @@ func testContext(t testing.TB, d time.Duration) context.Context {
 }
 
 // sharedConnsFromEnv is proxy.Options.SharedConns for the tests' proxies:
-// SENTINEL_PROXY_TEST_SHARED_CONNECTIONS, 0 (off) when unset.
+// SENTINEL_PROXY_TEST_SHARED_CONNECTIONS, or 1 (the binary's default,
+// shared_connections: 1) when unset; 0 turns sharing off.
 func sharedConnsFromEnv() int {
-	n, _ := strconv.Atoi(os.Getenv("SENTINEL_PROXY_TEST_SHARED_CONNECTIONS"))
+	n, err := strconv.Atoi(os.Getenv("SENTINEL_PROXY_TEST_SHARED_CONNECTIONS"))
+	if err != nil {
+		return 1
+	}
 	return n
 }
