@@ -35,7 +35,7 @@ var errNotRunning = errors.New("not running")
 // address never changes; its process does (Kill, Restart).
 type Node struct {
 	// Name is "redis-1" … for data nodes (redis-1 is the initial master)
-	// and "sentinel-1" … for sentinels.
+	// and "sentinel-1" … for sentinels; "node-1" … in a Cluster.
 	Name string
 	// Host, Port and Addr (host:port) are where the node listens.
 	Host string
@@ -209,7 +209,10 @@ func (n *Node) Stop() error {
 // master without its own supervisor does, and what Sentinel later converts
 // to a replica); a replica comes back replicating from the master it was
 // last told to follow; a sentinel comes back with its known replicas,
-// sentinels and epochs. Data nodes come back empty (no persistence).
+// sentinels and epochs; a Cluster node comes back with its node ID and
+// last known cluster configuration (nodes.conf), and a master that was
+// failed over meanwhile is made a replica by the cluster. Data nodes come
+// back empty (no persistence).
 // Restart fails if the node is still running.
 func (n *Node) Restart(ctx context.Context) error {
 	if n.Running() {
@@ -400,9 +403,12 @@ func (n *Node) info(ctx context.Context, section string) (map[string]string, err
 }
 
 // logTail returns the end of the node's log, for error messages.
-func (n *Node) logTail() []byte {
+func (n *Node) logTail() []byte { return fileTail(n.logPath) }
+
+// fileTail returns the end of a log file, for error messages.
+func fileTail(path string) []byte {
 	const max = 1500
-	f, err := os.Open(n.logPath)
+	f, err := os.Open(path)
 	if err != nil {
 		return []byte("(no log: " + err.Error() + ")")
 	}

@@ -16,10 +16,6 @@ import (
 	"go.uber.org/zap"
 )
 
-// portAttempts bounds the retries when a chosen free port is taken before
-// the process binds it.
-const portAttempts = 5
-
 // Topology is a running set of Redis data nodes and sentinels started by
 // Start. Stop it on every path (t.Cleanup / defer).
 type Topology struct {
@@ -111,14 +107,10 @@ func (t *Topology) start(ctx context.Context) error {
 	return poll(ctx, 100*time.Millisecond, "wait for sentinels", t.checkStable)
 }
 
-// launch writes a node's config on a free port and starts it, choosing a
-// new port if another process took it first.
+// launch writes a node's config on a free port and starts it (launchNode).
 func (t *Topology) launch(ctx context.Context, name string, sentinel bool, render func(port int, dir string) string) (*Node, error) {
 	o := t.opts
 	dir := filepath.Join(t.dir, name)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("node dir: %w", err)
-	}
 	conf := filepath.Join(dir, "redis.conf")
 	argv := []string{o.RedisServer, conf}
 	password := o.Password
@@ -130,45 +122,24 @@ func (t *Topology) launch(ctx context.Context, name string, sentinel bool, rende
 		}
 		password = o.SentinelPassword
 	}
-	var out io.Writer
-	if t.out != nil {
-		out = &prefixWriter{w: t.out, prefix: name + " | "}
-	}
-	for attempt := 1; ; attempt++ {
-		port, err := freePort(o.Host)
-		if err != nil {
-			return nil, err
-		}
-		if err := os.WriteFile(conf, []byte(render(port, dir)), 0o600); err != nil {
-			return nil, fmt.Errorf("write config: %w", err)
-		}
-		n := newNode(name, sentinel, o.Host, port, argv, conf, filepath.Join(t.dir, name+".log"), password, out, o.Logger)
-		t.mu.Lock()
-		t.spawned = append(t.spawned, n)
-		t.mu.Unlock()
-		err = n.start(ctx)
-		if err == nil {
-			return n, nil
-		}
-		if !errors.Is(err, errAddrInUse) || attempt == portAttempts {
-			return nil, err
-		}
-		o.Logger.Info("port taken, retrying", zap.String("node", name), zap.Int("port", port))
-	}
+	return launchNode(ctx, nodeSpec{
+		name: name, sentinel: sentinel, host: o.Host, dir: dir, conf: conf, argv: argv,
+		logPath: filepath.Join(t.dir, name+".log"), password: password,
+		out: t.nodeOutput(name), logger: o.Logger, render: render,
+		record: func(n *Node) {
+			t.mu.Lock()
+			t.spawned = append(t.spawned, n)
+			t.mu.Unlock()
+		},
+	})
 }
 
-// freePort asks the kernel for a free port on host. Another process can take
-// it before ours binds it; launch retries then.
-func freePort(host string) (int, error) {
-	l, err := net.Listen("tcp", joinPort(host, 0))
-	if err != nil {
-		return 0, fmt.Errorf("find free port: %w", err)
+// nodeOutput is where a node's output goes besides its log file, or nil.
+func (t *Topology) nodeOutput(name string) io.Writer {
+	if t.out == nil {
+		return nil
 	}
-	port := l.Addr().(*net.TCPAddr).Port
-	if err := l.Close(); err != nil {
-		return 0, fmt.Errorf("find free port: %w", err)
-	}
-	return port, nil
+	return &prefixWriter{w: t.out, prefix: name + " | "}
 }
 
 // MasterName is the name the sentinels monitor.
