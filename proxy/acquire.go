@@ -11,11 +11,6 @@ import (
 // idle one from the pool in the session's state, or a new one, and the
 // failover hold that every kind of session obeys while no master is known.
 
-// needsPin reports whether the session's state lives on one connection.
-func (s *session) needsPin() bool {
-	return s.multi || s.watching || s.sticky || s.name != ""
-}
-
 // poolKey returns the pool key of the session's state on addr.
 func (s *session) poolKey(addr string) poolKey {
 	if s.keyAddr != addr {
@@ -177,13 +172,8 @@ func (s *session) lost(b *backend) {
 		return
 	}
 	s.setPinned(nil)
-	if s.multi {
-		s.txLost = true
-	} else if s.watching {
-		s.watchGone = true
-	}
+	s.connLost()
 	s.txState, s.resync = false, false
-	s.multi, s.watching, s.sticky = false, false, false
 }
 
 // awaitRetry waits, after a failed dial to addr, for the source to name

@@ -78,14 +78,11 @@ type duplex struct {
 
 // link is the state of the server connection as its replies showed it.
 type link struct {
-	st       connState
-	name     string
+	st connState
+	sessionState
 	subs     [3]map[string]struct{} // confirmed channels, patterns, shard channels
 	monitor  bool
 	tracking bool
-	multi    bool // MULTI answered, no EXEC or DISCARD yet
-	watching bool
-	sticky   bool // CLIENT ID, NO-EVICT or CACHING ran
 	unsure   bool // state or subscriptions changed inside a transaction: not known
 	reset    bool // RESET ran: the session forgets its own state too
 }
@@ -185,9 +182,9 @@ func (s *session) startDuplex(cmd Command) error {
 		})
 		w.Reset(q)
 	}
-	d := &duplex{s: s, q: q, authed: s.authed, b: b, inMulti: s.multi,
+	d := &duplex{s: s, q: q, authed: s.authed, b: b, inMulti: s.tx == txMulti,
 		done: make(chan struct{}), stopc: make(chan struct{}), verdict: make(chan *hints, 1),
-		link: link{st: s.state, name: s.name, multi: s.multi, watching: s.watching, sticky: s.sticky}}
+		link: link{st: s.state, sessionState: s.sessionState}}
 	d.cond = sync.NewCond(&d.mu)
 	for i := range d.link.subs {
 		d.link.subs[i] = make(map[string]struct{})
@@ -215,10 +212,10 @@ func (d *duplex) handOver(rest []Command) error {
 	s.streaming.Store(false)
 	s.srv.pinnedN.Add(-1)
 	l := &d.link
-	s.state, s.name, s.keyAddr = l.st, l.name, ""
-	s.multi, s.watching, s.sticky = false, l.watching, l.sticky
+	s.state, s.keyAddr = l.st, ""
+	s.sessionState = l.sessionState // full duplex never ends inside MULTI (mayEnd)
 	if l.reset {
-		s.txLost, s.watchGone, s.txState, s.resync = false, false, false, false
+		s.txState, s.resync = false, false
 		s.txUser, s.txPass = "", ""
 		if s.deauthAfterReset {
 			s.authed, s.deauthAfterReset = false, false

@@ -368,7 +368,7 @@ func (d *duplex) confirm(b *backend, frame []byte) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var e *entry
-	if len(d.fifo) > 0 && d.fifo[0].set == set && d.fifo[0].unsub == unsub && !l.multi {
+	if len(d.fifo) > 0 && d.fifo[0].set == set && d.fifo[0].unsub == unsub && l.tx != txMulti {
 		e = d.fifo[0]
 	}
 	if e == nil || !e.swallow {
@@ -447,7 +447,7 @@ func (d *duplex) drop(b *backend) error {
 // nothing more from the server. d.mu is held.
 func (d *duplex) endable(b *backend) bool {
 	l := &d.link
-	return len(d.fifo) == 0 && !l.monitor && !l.tracking && !l.multi && !l.unsure &&
+	return len(d.fifo) == 0 && !l.monitor && !l.tracking && l.tx != txMulti && !l.unsure &&
 		len(l.subs[0])+len(l.subs[1])+len(l.subs[2]) == 0 && b.fr.Buffered() == 0
 }
 

@@ -21,9 +21,9 @@ func (d *duplex) apply(e *entry, failed bool) {
 		}
 		return
 	case e.op == opTxEnd:
-		l.multi, l.watching = false, false
+		l.txEnd()
 		return
-	case l.multi:
+	case l.tx == txMulti:
 		// Queued: it runs at EXEC, if at all, and what it did is not known.
 		if !failed && e.op != opNone {
 			l.unsure = true
@@ -49,9 +49,9 @@ func (d *duplex) apply(e *entry, failed bool) {
 	case opHello:
 		l.hello(e.args)
 	case opSetName:
-		l.name = e.args[2]
+		l.setName(e.args[2])
 	case opSticky:
-		l.sticky = true
+		l.stick()
 	case opMonitor:
 		l.monitor = true
 	case opTrackOn:
@@ -59,11 +59,11 @@ func (d *duplex) apply(e *entry, failed bool) {
 	case opTrackOff:
 		l.tracking = false
 	case opMulti:
-		l.multi = true
+		l.multi()
 	case opWatch:
-		l.watching = true
+		l.watch()
 	case opUnwatch:
-		l.watching = false
+		l.unwatch()
 	}
 }
 
@@ -81,7 +81,7 @@ func (l *link) hello(args []string) {
 			l.st.user, l.st.pass = args[i+1], args[i+2]
 			i += 2
 		case strings.EqualFold(args[i], "setname") && i+1 < len(args):
-			l.name = args[i+1]
+			l.setName(args[i+1])
 			i++
 		}
 	}

@@ -61,7 +61,7 @@ func (d *duplex) beginMove() bool {
 // is held.
 func (d *duplex) movable() bool {
 	l := &d.link
-	if d.quit || l.monitor || l.tracking || l.multi || l.watching || l.unsure || d.s.srv.draining.Load() {
+	if d.quit || l.monitor || l.tracking || l.tx != txNone || l.unsure || d.s.srv.draining.Load() {
 		return false
 	}
 	for _, e := range d.fifo {

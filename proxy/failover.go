@@ -23,9 +23,9 @@ const (
 // interceptTx reports whether a command of kind must be answered by
 // answerLostTx because an earlier connection loss broke a transaction.
 func (s *session) interceptTx(kind cmdKind) bool {
-	if s.txLost {
+	if s.tx == txLost {
 		if kind == kindReset {
-			s.txLost = false
+			s.tx = txNone
 			return false
 		}
 		return true
@@ -34,20 +34,20 @@ func (s *session) interceptTx(kind cmdKind) bool {
 	case kindExec:
 		return true // decided in answerLostTx, once MULTI's reply is known
 	case kindDiscard, kindUnwatch, kindReset:
-		s.watchGone = false
+		s.watchLost = false
 	}
 	return false
 }
 
 // answerLostTx answers a command intercepted by interceptTx.
 func (s *session) answerLostTx(cmd Command, kind cmdKind) error {
-	if s.txLost {
+	if s.tx == txLost {
 		switch kind {
 		case kindExec:
-			s.txLost = false
+			s.tx = txNone
 			s.writeError(errExecTx)
 		case kindDiscard:
-			s.txLost = false
+			s.tx = txNone
 			s.writeRaw([]byte("+OK\r\n"))
 		default:
 			s.writeError(errTxLost)
@@ -57,8 +57,8 @@ func (s *session) answerLostTx(cmd Command, kind cmdKind) error {
 	// A WATCH was lost. The keys may have changed unseen, so EXEC fails
 	// the way it does when a watched key was touched: a null reply, after
 	// which clients retry their optimistic transaction.
-	s.watchGone = false
-	if !s.multi || s.pinned == nil {
+	s.watchLost = false
+	if s.tx != txMulti || s.pinned == nil {
 		return s.forward([]Command{cmd}, []cmdInfo{{kind: kind}})
 	}
 	b := s.pinned
@@ -67,10 +67,10 @@ func (s *session) answerLostTx(cmd Command, kind cmdKind) error {
 	} else if _, err := b.fr.Next(nil); err != nil {
 		s.lost(b)
 	} else {
-		s.multi, s.watching = false, false
+		s.endTx()
 		s.release(b)
 	}
-	s.multi, s.watching = false, false
+	s.endTx()
 	if s.state.proto == 3 {
 		s.writeRaw([]byte("_\r\n"))
 	} else {
@@ -83,7 +83,7 @@ func (s *session) answerLostTx(cmd Command, kind cmdKind) error {
 // that turned out lost together with the transaction it carried.
 func (s *session) answerLost(cmds []Command, infos []cmdInfo) error {
 	for i := range cmds {
-		if !s.txLost && !s.watchGone {
+		if !s.txBroken() {
 			if err := s.forward(cmds[i:], infos[i:]); err != nil {
 				return err
 			}
@@ -103,23 +103,11 @@ func (s *session) answerLost(cmds []Command, infos []cmdInfo) error {
 }
 
 // settleTx brings the transaction state up to date with commands answered
-// "may have run" after their connection was lost (lost has already run).
-// Whether they ran or not, the client's view is that an EXEC, DISCARD or
-// RESET among them closed the transaction, and that a MULTI among them
-// opened one, which the lost connection took with it: the rest of it is
-// answered as lost, as for a MULTI open before the loss.
+// "may have run" after their connection was lost (lost has already run):
+// see sessionState.settle.
 func (s *session) settleTx(infos []cmdInfo) {
 	for _, in := range infos {
-		switch in.kind {
-		case kindMulti:
-			s.txLost = true
-		case kindExec, kindDiscard, kindReset:
-			s.txLost, s.watchGone = false, false
-		case kindWatch:
-			s.watchGone = !s.txLost
-		case kindUnwatch:
-			s.watchGone = false
-		}
+		s.settle(in.kind)
 	}
 }
 
@@ -199,7 +187,7 @@ func (s *session) resolve(oldAddr string, cmds []Command, infos []cmdInfo, faile
 				// connection (nothing held): the same address will do if
 				// the sentinels still name it.
 				needNew = needNew || p.held != "" && !strings.HasPrefix(p.held, "-LOADING")
-				safe = safe && !s.multi && safeToRepeat(infos[p.idx])
+				safe = safe && s.tx != txMulti && safeToRepeat(infos[p.idx])
 			}
 		}
 		// A retry whose connection fails before anything of it could have
@@ -312,7 +300,7 @@ func (s *session) queueState(args [][]byte, kind cmdKind) {
 	s.txState = true
 	switch {
 	case kind == kindPin && !(len(args) == 3 && strings.EqualFold(string(args[1]), "setname")):
-		s.sticky = true // CLIENT ID, NO-EVICT, CACHING: keep the connection either way
+		s.stick() // CLIENT ID, NO-EVICT, CACHING: keep the connection either way
 	case kind == kindAuth && len(args) == 2:
 		s.txUser, s.txPass = "default", string(args[1])
 	case kind == kindAuth && len(args) == 3:
@@ -366,7 +354,7 @@ func (s *session) resyncState(b *backend) error {
 	if user := fields["user"]; user != s.state.user && user == s.txUser {
 		s.state.user, s.state.pass = s.txUser, s.txPass
 	}
-	s.name = fields["name"]
+	s.setName(fields["name"])
 	s.keyAddr = ""
 	return nil
 }

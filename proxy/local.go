@@ -156,8 +156,7 @@ func (s *session) abortTx() {
 			s.lost(b)
 		}
 	}
-	s.multi, s.watching = false, false
-	s.txState, s.txUser, s.txPass = false, "", ""
+	s.endTx()
 	if s.pinned != nil {
 		b := s.pinned
 		s.setPinned(nil)

@@ -33,7 +33,7 @@ func (s *session) skipReply(b *backend) error {
 func (s *session) replies(b *backend, cmds []Command, infos []cmdInfo) error {
 	rw := &s.rw
 	rw.client, rw.err, rw.discarding = s.out(), nil, false
-	rw.holdErrors = !s.multi && allRetryable(infos)
+	rw.holdErrors = s.tx != txMulti && allRetryable(infos)
 	s.pending = s.pending[:0]
 	for i := range cmds {
 		err := s.reply(b, cmds[i], infos[i])
@@ -44,7 +44,7 @@ func (s *session) replies(b *backend, cmds []Command, infos []cmdInfo) error {
 		case err != nil && rw.n > 0:
 			s.lost(b) // part of a reply went out: the stream cannot be repaired
 			return err
-		case err != nil && (rw.discarding || !s.multi && allSafe(infos[i:])):
+		case err != nil && (rw.discarding || s.tx != txMulti && allSafe(infos[i:])):
 			// None of the commands from here on wrote anything: either
 			// everything after a refusal went to a node that is not the
 			// master, or the connection broke (the master died) before
@@ -182,8 +182,7 @@ func (s *session) reply(b *backend, cmd Command, info cmdInfo) error {
 		if f.IsError() {
 			s.noteError(b, f.ErrorText())
 			if info.kind == kindExec || info.kind == kindDiscard {
-				s.multi, s.watching = false, false
-				s.txState, s.txUser, s.txPass = false, "", ""
+				s.endTx()
 			}
 			return nil
 		}
@@ -210,7 +209,7 @@ func (s *session) fencedWrite(b *backend, info cmdInfo) bool {
 	case kindPlain:
 		// A read too: it may show a write the old master ran after the
 		// selection, which the new master will not have.
-		return !s.multi
+		return s.tx != txMulti
 	}
 	return false
 }
@@ -225,7 +224,7 @@ func (s *session) noteError(b *backend, text string) {
 // apply records the effect of a command that succeeded (f is its reply).
 func (s *session) apply(cmd Command, info cmdInfo, f Frame) {
 	args := cmd.Args
-	if s.multi && queuesState(info.kind) {
+	if s.tx == txMulti && queuesState(info.kind) {
 		s.queueState(args, info.kind) // +QUEUED: it runs at EXEC, or never
 		return
 	}
@@ -250,29 +249,26 @@ func (s *session) apply(cmd Command, info cmdInfo, f Frame) {
 		if s.deauthAfterReset {
 			s.authed, s.deauthAfterReset = false, false
 		}
-		s.state, s.keyAddr, s.name = cleanState, "", ""
-		s.multi, s.watching, s.sticky = false, false, false
-		s.txLost, s.watchGone = false, false
+		s.state, s.keyAddr = cleanState, ""
+		s.sessionState.reset()
 	case kindMulti:
-		s.multi = true
+		s.multi()
 	case kindExec:
-		s.multi, s.watching = false, false
 		if s.txState && !isNullReply(f) {
 			s.resync = true // the queued state commands ran
 		}
-		s.txState, s.txUser, s.txPass = false, "", ""
+		s.endTx()
 	case kindDiscard:
-		s.multi, s.watching = false, false
-		s.txState, s.txUser, s.txPass = false, "", ""
+		s.endTx()
 	case kindWatch:
-		s.watching = true
+		s.watch()
 	case kindUnwatch:
-		s.watching = false
+		s.unwatch()
 	case kindPin:
 		if len(args) == 3 && strings.EqualFold(string(args[1]), "setname") {
-			s.name = string(args[2])
+			s.setName(string(args[2]))
 		} else {
-			s.sticky = true
+			s.stick()
 		}
 		if len(args) == 2 && strings.EqualFold(string(args[1]), "id") && f.Type == ':' && len(f.Small) > 3 {
 			s.clientID, _ = strconv.ParseInt(string(f.Small[1:len(f.Small)-2]), 10, 64)
@@ -295,7 +291,7 @@ func (s *session) applyHello(args [][]byte) {
 			s.setAuth(string(args[i+1]), string(args[i+2]))
 			i += 2
 		case strings.EqualFold(string(args[i]), "setname") && i+1 < len(args):
-			s.name = string(args[i+1])
+			s.setName(string(args[i+1]))
 			i++
 		}
 	}

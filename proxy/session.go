@@ -28,17 +28,13 @@ type session struct {
 	state   connState
 	key     poolKey // pool key of state on keyAddr, cached
 	keyAddr string
-	name    string // set by CLIENT SETNAME / HELLO SETNAME; pins
 
-	multi     bool // MULTI open
-	watching  bool // WATCH active
-	sticky    bool // CLIENT ID, NO-EVICT, CACHING: pinned until RESET
-	txLost    bool // the pinned connection of an open MULTI was lost
-	watchGone bool // the pinned connection of a WATCH was lost
-	txState   bool // a state command (SELECT, AUTH, HELLO, …) is queued in MULTI
-	txUser    string
-	txPass    string // credentials of a queued AUTH
-	resync    bool   // state commands ran inside EXEC: ask the server
+	sessionState // transaction, client name, pin reasons (sessionstate.go)
+
+	txState bool // a state command (SELECT, AUTH, HELLO, …) is queued in MULTI
+	txUser  string
+	txPass  string // credentials of a queued AUTH
+	resync  bool   // state commands ran inside EXEC: ask the server
 
 	pinned   *backend    // dedicated connection while the state needs one
 	duplex   *duplex     // set once the session streams (pub/sub, MONITOR, tracking)
@@ -307,7 +303,7 @@ func (s *session) exec(cmds []Command) error {
 			s.state, s.keyAddr = ns, ""
 		}
 	}
-	inMulti := s.multi
+	inMulti := s.tx == txMulti
 	for i := range cmds {
 		info := classify(cmds[i].Args)
 		s.vet(&cmds[i], &info, st, &inMulti)
@@ -318,7 +314,7 @@ func (s *session) exec(cmds []Command) error {
 	for i := 0; i < len(cmds); i++ {
 		info := s.infos[i]
 		local := info.kind == kindQuit || info.kind == kindRefused || info.kind == kindLocalOK || info.kind == kindAbortTx ||
-			(s.txLost || s.watchGone) && s.interceptTx(info.kind)
+			s.txBroken() && s.interceptTx(info.kind)
 		if !local && info.kind != kindDuplex {
 			continue
 		}
@@ -382,7 +378,7 @@ func (s *session) forward(cmds []Command, infos []cmdInfo) error {
 	// command before this client's writes: a PING first brings it up to
 	// date. (Pinned connections carried the client's writes themselves.)
 	send := cmds
-	hidden := infos[0].wait && s.pinned == nil && !s.needsPin()
+	hidden := infos[0].wait && s.path() != pathPinned
 	if hidden {
 		send = append([]Command{{Raw: []byte(pingCmd)}}, cmds...)
 	}
@@ -393,7 +389,7 @@ func (s *session) forward(cmds []Command, infos []cmdInfo) error {
 		// dead too: failed drops them all). Safe to send again, unless
 		// the connection carried a transaction these commands belong to.
 		s.failed(b)
-		if s.txLost || s.watchGone {
+		if s.txBroken() {
 			return s.answerLost(cmds, infos)
 		}
 		if b, err = s.acquire(); err != nil {

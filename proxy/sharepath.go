@@ -23,11 +23,12 @@ const shareMaxBytes = 64 << 10
 const shareMaxReply = 1 << 20
 
 // mayShare reports whether a run of commands may go on a shared connection:
-// sharing is on, the session's state lives in the pool key alone (no pinned
-// connection, transaction, client name or full duplex), and every command
-// neither blocks, nor pins, nor changes or asks about the connection.
+// the session's path is the shared one (sharing is on, its state lives in
+// the pool key alone: no pinned connection, transaction, client name or
+// full duplex), and every command neither blocks, nor pins, nor changes or
+// asks about the connection.
 func (s *session) mayShare(cmds []Command, infos []cmdInfo) bool {
-	if s.srv.shared == nil || s.noShare || s.pinned != nil || s.duplex != nil || s.needsPin() || s.txLost || s.watchGone {
+	if s.path() != pathShared {
 		return false
 	}
 	size := 0
