@@ -1,9 +1,11 @@
 package proxy
 
 import (
+	"bytes"
 	"errors"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -19,8 +21,11 @@ import (
 // no hand-off on the hot path). One reader goroutine per connection matches
 // reply frames to the batches in the order they were written and copies them
 // into each batch's own buffer: a client that does not read its replies never
-// stalls the others. When a connection fails, each batch is settled on its
-// own, with how many of its bytes were written.
+// stalls the others. A batch whose replies outgrow shareMaxReply is streamed
+// instead, through a small bounded buffer at its client's pace (shareReq.
+// stream): its connection then takes no new batches, and its client must keep
+// reading (shareStallTimeout). When a connection fails, each batch is settled
+// on its own, with how many of its bytes were written.
 
 // shareReq is one batch of one session on a shared connection. It belongs to
 // the session, except between submit and done, when the connection's writer
@@ -36,6 +41,17 @@ type shareReq struct {
 	starts []int // where each reply frame starts in out
 	stops  []int // where each reply ends in out
 	types  []byte
+	n      int // replies come (written by the reader until done, or stream's close)
+
+	// Streaming: once out passed shareMaxReply with no reply in it to
+	// retry, the reader signals done with stream set, leaves out, starts,
+	// stops and types to the session (streamAt replies whole in out, then
+	// the start of the next), and passes everything after through stream,
+	// closing it when the batch is answered or the connection failed.
+	stream   chan streamMsg
+	streamAt int
+	noStream bool // out passed shareMaxReply, but with a reply to retry: kept whole
+	total    int  // bytes of replies so far (the reader's)
 
 	// Set when done is signalled.
 	err      error // the connection failed before every reply came
@@ -53,6 +69,7 @@ func (r *shareReq) load(cmds []Command) {
 	r.bufs, r.ends, r.size = r.bufs[:0], r.ends[:0], 0
 	r.out, r.starts, r.stops, r.types = r.out[:0], r.starts[:0], r.stops[:0], r.types[:0]
 	r.err, r.sent, r.external = nil, 0, false
+	r.n, r.stream, r.streamAt, r.noStream, r.total = 0, nil, 0, false, 0
 	for i := range cmds {
 		raw := cmds[i].Raw
 		r.size += int64(len(raw))
@@ -66,7 +83,32 @@ func (r *shareReq) load(cmds []Command) {
 }
 
 // replies is how many replies have come.
-func (r *shareReq) replies() int { return len(r.stops) }
+func (r *shareReq) replies() int { return r.n }
+
+// streamMsg is what the reader passes on of a streamed batch: bytes of
+// replies, or the end of one reply (its type, and where its frame starts and
+// ends in the batch's reply bytes, after any push or attribute frames).
+type streamMsg struct {
+	p           []byte
+	end         bool
+	typ         byte
+	start, stop int
+}
+
+// streamChunks bounds what a streamed batch holds between the reader and its
+// session: that many chunks of the framer's reads.
+const streamChunks = 8
+
+// streamable reports whether none of the replies whole in out is one to
+// retry (a batch holding one is kept whole, as the retry needs).
+func (r *shareReq) streamable() bool {
+	for i, t := range r.types {
+		if t == '-' && isRetryable(r.out[r.starts[i]:r.stops[i]]) {
+			return false
+		}
+	}
+	return true
+}
 
 // release drops what r should not keep in the pool.
 func (r *shareReq) release() {
@@ -83,6 +125,10 @@ var errUnexpectedReply = errors.New("reply with no request in flight")
 type sharedConn struct {
 	b    *backend
 	pool *pool // knows b, so that a switch closes it; forgets it when c ends
+
+	// retired: a batch on c is streamed at its client's pace, so new
+	// batches go to another connection; c closes once it carried the rest.
+	retired atomic.Bool
 
 	mu       sync.Mutex
 	queue    []*shareReq // submitted, not yet being written
@@ -103,6 +149,7 @@ type sharedConn struct {
 	// The reader's own.
 	cur   *shareReq // the batch the frame being read answers
 	fresh bool      // no byte of the frame being read seen yet
+	start int       // where the frame being read starts, in a streamed batch
 }
 
 func newSharedConn(b *backend, p *pool) *sharedConn {
@@ -112,7 +159,7 @@ func newSharedConn(b *backend, p *pool) *sharedConn {
 }
 
 // usable reports whether new batches may go to c.
-func (c *sharedConn) usable() bool { return !c.b.dead.Load() }
+func (c *sharedConn) usable() bool { return !c.b.dead.Load() && !c.retired.Load() }
 
 // submit queues r and, unless another submitter is writing, writes the
 // queue. It returns false when c had failed already: nothing of r was
@@ -187,7 +234,7 @@ func (c *sharedConn) settle() {
 	}
 	for r := c.inflight.pop(); r != nil; r = c.inflight.pop() {
 		r.err, r.sent, r.external = c.err, min(max(c.sent-r.off, 0), r.size), c.external
-		r.done <- struct{}{}
+		r.signal()
 	}
 	for i, r := range c.queue {
 		r.err, r.sent, r.external = c.err, 0, c.external
@@ -215,17 +262,37 @@ func (c *sharedConn) read() {
 			continue // part of the next reply's bytes
 		}
 		r := c.cur
-		r.stops = append(r.stops, len(r.out))
-		r.types = append(r.types, f.Type)
-		if len(r.stops) < len(r.ends) {
+		r.n++
+		if r.stream != nil {
+			r.stream <- streamMsg{end: true, typ: f.Type, start: c.start, stop: r.total}
+		} else {
+			r.stops = append(r.stops, len(r.out))
+			r.types = append(r.types, f.Type)
+		}
+		if r.n < len(r.ends) {
 			continue
 		}
 		c.mu.Lock()
 		c.inflight.pop() // r
+		if c.retired.Load() && c.inflight.len() == 0 && len(c.queue) == 0 {
+			c.fail(errRetired) // the reader's next read ends it
+		}
 		c.mu.Unlock()
 		c.cur = nil
-		r.done <- struct{}{}
+		r.signal()
 	}
+}
+
+// errRetired ends a retired shared connection once it carried its batches.
+var errRetired = errors.New("shared connection retired")
+
+// signal tells r's session that r is answered, or its connection failed.
+func (r *shareReq) signal() {
+	if r.stream != nil {
+		close(r.stream) // done was signalled when streaming began
+		return
+	}
+	r.done <- struct{}{}
 }
 
 // Write receives the bytes of reply frames from the framer (read).
@@ -239,6 +306,15 @@ func (c *sharedConn) Write(p []byte) (int, error) {
 		}
 	}
 	r := c.cur
+	if r.stream != nil {
+		if c.fresh {
+			c.fresh = false
+			c.start = r.total
+		}
+		r.total += len(p)
+		r.stream <- streamMsg{p: bytes.Clone(p)} // waits while the session's client catches up
+		return len(p), nil
+	}
 	if c.fresh {
 		c.fresh = false
 		if len(r.starts) == len(r.stops) {
@@ -248,6 +324,20 @@ func (c *sharedConn) Write(p []byte) (int, error) {
 		}
 	}
 	r.out = append(r.out, p...)
+	r.total = len(r.out)
+	if r.total > shareMaxReply && !r.noStream {
+		if !r.streamable() {
+			r.noStream = true
+			return len(p), nil
+		}
+		// Hand the batch to its session from here on, and send new
+		// batches elsewhere: they would wait behind this client.
+		r.stream = make(chan streamMsg, streamChunks)
+		r.streamAt = len(r.stops)
+		c.start = r.starts[len(r.starts)-1]
+		c.retired.Store(true)
+		r.done <- struct{}{}
+	}
 	return len(p), nil
 }
 

@@ -3,7 +3,9 @@ package proxy
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -83,17 +85,21 @@ func TestSharingOff(t *testing.T) {
 	}
 }
 
-// TestSharedSlowClient checks that a client that does not read its replies
-// does not hold up the others on the same shared connection: the reader
-// hands its replies to its own buffer and moves on.
+// TestSharedSlowClient checks that a client that does not read its large
+// replies holds up nobody else, holds only a bounded amount of the proxy's
+// memory, and is disconnected once it has taken nothing for
+// shareStallTimeout.
 func TestSharedSlowClient(t *testing.T) {
 	r := startRedis(t)
-	_, paddr := startProxy(t, newFakeSource(r), sharing)
+	srv, paddr := startProxy(t, newFakeSource(r), sharing)
 	c := dialRedis(t, paddr)
 	big := strings.Repeat("x", 1<<20)
 	if got := c.do("SET", "big", big); got != "+OK\r\n" {
 		t.Fatalf("SET big = %q", got)
 	}
+	var before runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
 	// 200 GETs of 1 MiB, never read: far more than the socket buffers hold.
 	slow, err := net.Dial("tcp", paddr)
 	if err != nil {
@@ -112,8 +118,72 @@ func TestSharedSlowClient(t *testing.T) {
 			t.Fatalf("ECHO %d = %q", i, got)
 		}
 	}
-	if d := time.Since(start); d > 10*time.Second {
+	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("200 ECHOs beside a client that does not read took %v", d)
+	}
+	// Its replies stream at its pace: the proxy holds a few MiB of them,
+	// not 200 (as it did when a shared batch's replies were kept whole).
+	var during runtime.MemStats
+	runtime.ReadMemStats(&during)
+	if grew := int64(during.HeapInuse) - int64(before.HeapInuse); grew > 32<<20 {
+		t.Errorf("heap grew by %d MiB for a client that does not read", grew>>20)
+	}
+	// It is disconnected after shareStallTimeout without progress.
+	clients := srv.Stats().Clients
+	deadline := time.Now().Add(shareStallTimeout + 10*time.Second)
+	for srv.Stats().Clients == clients {
+		if time.Now().After(deadline) {
+			t.Fatalf("the client that does not read is still connected after %v", shareStallTimeout+10*time.Second)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	slow.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, _ := io.Copy(io.Discard, slow)
+	if n >= 200<<20 {
+		t.Errorf("the disconnected client still read %d bytes: all its replies", n)
+	}
+	if got := c.do("ECHO", "after"); got != "$5\r\nafter\r\n" {
+		t.Errorf("ECHO after = %q", got)
+	}
+}
+
+// TestSharedLargeReplies checks that a batch whose replies outgrow
+// shareMaxReply, streamed from the shared connection, answers every
+// command in order and byte for byte, large and small replies mixed.
+func TestSharedLargeReplies(t *testing.T) {
+	r := startRedis(t)
+	_, paddr := startProxy(t, newFakeSource(r), sharing)
+	c := dialRedis(t, paddr)
+	big := strings.Repeat("y", 300<<10)
+	if got := c.do("SET", "big", big); got != "+OK\r\n" {
+		t.Fatalf("SET big = %q", got)
+	}
+	bulk := func(v string) string { return "$" + strconv.Itoa(len(v)) + "\r\n" + v + "\r\n" }
+	for round := range 3 {
+		var req []byte
+		var want []string
+		for i := range 12 {
+			tag := fmt.Sprintf("r%d-%d", round, i)
+			req = appendCommand(req, "ECHO", tag)
+			req = appendCommand(req, "GET", "big")
+			req = appendCommand(req, "INCR", "n")
+			req = appendCommand(req, "GET", "nosuchkey")
+			want = append(want, bulk(tag), bulk(big), fmt.Sprintf(":%d\r\n", round*12+i+1), "$-1\r\n")
+		}
+		req = appendCommand(req, "LPUSH", "big") // an error among them
+		want = append(want, "-ERR wrong number of arguments for 'lpush' command\r\n")
+		c.send(string(req))
+		for i, w := range want {
+			if got := c.reply(); got != w {
+				if len(got) > 80 {
+					got = got[:80] + "…"
+				}
+				t.Fatalf("round %d reply %d = %q, want %.80q", round, i, got, w)
+			}
+		}
+	}
+	if got := c.do("ECHO", "end"); got != bulk("end") {
+		t.Errorf("ECHO end = %q", got)
 	}
 }
 

@@ -104,44 +104,73 @@ func (s *session) sharedConn() (*sharedConn, error) {
 // connection failed, the commands it never wrote are sent again; those
 // written without a reply may have run, unless they are all safe to repeat.
 func (s *session) sharedReplies(c *sharedConn, r *shareReq, cmds []Command, infos []cmdInfo) error {
-	out := s.out()
-	b := c.b
+	a := s.newShareAnswer(c.b, infos)
+	if r.stream != nil {
+		return s.sharedStream(&a, r, cmds, infos)
+	}
 	if len(r.out) > shareMaxReply {
 		s.noShare = true
 	}
-	fence := s.srv.fenced.Load()
-	fenced := fence != nil && *fence == b.addr
-	s.pending = s.pending[:0]
-	refused := false
 	prev := 0
 	for i := range r.replies() {
-		frame := r.out[r.starts[i]:r.stops[i]]
-		isErr := r.types[i] == '-' || r.types[i] == '!'
-		if !refused && isErr && isRetryable(frame) {
-			refused = true
-			s.noteError(b, errorText(frame))
-		}
-		if refused {
-			held := ""
-			if isErr {
-				held = string(r.out[prev:r.stops[i]])
-			}
-			s.pending = append(s.pending, pendingReply{idx: i, held: held})
-			prev = r.stops[i]
-			continue
-		}
-		s.srv.m.countReply(infos[i], isErr, s.batchStart)
-		switch {
-		case isErr:
-			s.noteError(b, errorText(frame))
-			out.Write(r.out[prev:r.stops[i]])
-		case fenced:
-			s.writeError(errMayHaveRun) // see fencedWrite
-		default:
-			out.Write(r.out[prev:r.stops[i]])
-		}
+		a.reply(i, r.out[prev:r.stops[i]], r.out[r.starts[i]:r.stops[i]], r.types[i])
 		prev = r.stops[i]
 	}
+	return s.sharedSettle(&a, r, cmds, infos)
+}
+
+// shareAnswer is how the replies of one batch on a shared connection are
+// being answered.
+type shareAnswer struct {
+	s       *session
+	b       *backend
+	infos   []cmdInfo
+	fenced  bool // see fencedWrite: replies are answered "may have run"
+	refused bool // a reply said the node is not a writable master: the rest is sent again
+}
+
+func (s *session) newShareAnswer(b *backend, infos []cmdInfo) shareAnswer {
+	fence := s.srv.fenced.Load()
+	s.pending = s.pending[:0]
+	return shareAnswer{s: s, b: b, infos: infos, fenced: fence != nil && *fence == b.addr}
+}
+
+// reply answers reply i: unit is its bytes with any push or attribute
+// frames before it, frame the reply alone, typ its type. A unit already
+// passed on as it came (or dropped), being large, is nil.
+func (a *shareAnswer) reply(i int, unit, frame []byte, typ byte) {
+	s := a.s
+	isErr := typ == '-' || typ == '!'
+	if !a.refused && isErr && isRetryable(frame) {
+		a.refused = true
+		s.noteError(a.b, errorText(frame))
+	}
+	if a.refused {
+		held := ""
+		if isErr {
+			held = string(unit)
+		}
+		s.pending = append(s.pending, pendingReply{idx: i, held: held})
+		return
+	}
+	s.srv.m.countReply(a.infos[i], isErr, s.batchStart)
+	switch {
+	case isErr:
+		if frame != nil {
+			s.noteError(a.b, errorText(frame))
+		}
+		s.out().Write(unit)
+	case a.fenced:
+		s.writeError(errMayHaveRun) // see fencedWrite
+	default:
+		s.out().Write(unit)
+	}
+}
+
+// sharedSettle answers what the connection's failure left unanswered, and
+// sends again what is to be sent again.
+func (s *session) sharedSettle(a *shareAnswer, r *shareReq, cmds []Command, infos []cmdInfo) error {
+	b := a.b
 	if n := r.replies(); n < len(cmds) {
 		// The connection failed first.
 		if r.external {
@@ -152,7 +181,7 @@ func (s *session) sharedReplies(c *sharedConn, r *shareReq, cmds []Command, info
 		for written < len(cmds) && r.ends[written] <= r.sent {
 			written++
 		}
-		mayHaveRun := !refused && !allSafe(infos[n:written])
+		mayHaveRun := !a.refused && !allSafe(infos[n:written])
 		for j := n; j < len(cmds); j++ {
 			s.pending = append(s.pending, pendingReply{idx: j, lost: mayHaveRun && j < written})
 		}

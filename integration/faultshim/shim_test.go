@@ -284,6 +284,10 @@ func TestCut(t *testing.T) {
 		t.Fatalf("after a cut within 5 bytes: %q, %v", b, err)
 	}
 
+	// The cut connection may still be listed for a moment after the
+	// client saw its end: wait until it is gone, so that the next cut
+	// can only pick the new one.
+	waitFor(t, func() bool { return len(s.UpstreamAddrs()) == 0 })
 	c2, _ := dial(t, s.Addr())
 	c2.SetDeadline(time.Now().Add(5 * time.Second))
 	waitFor(t, func() bool { return len(s.UpstreamAddrs()) == 1 })
