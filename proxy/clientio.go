@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -20,6 +21,7 @@ const readBufSize = 4 << 10
 type bufPool struct {
 	read  sync.Pool // *[]byte of readBufSize
 	write sync.Pool // *bufio.Writer
+	lim   atomic.Pointer[RequestLimits]
 }
 
 func newBufPool() *bufPool {
@@ -27,6 +29,17 @@ func newBufPool() *bufPool {
 	p.read.New = func() any { b := make([]byte, readBufSize); return &b }
 	p.write.New = func() any { return bufio.NewWriterSize(nil, readBufSize) }
 	return p
+}
+
+// limits returns lim from memory shared by the readers that use the same
+// limits: one pointer per idle client instead of a copy.
+func (p *bufPool) limits(lim RequestLimits) *RequestLimits {
+	if l := p.lim.Load(); l != nil && *l == lim {
+		return l
+	}
+	l := &lim
+	p.lim.Store(l)
+	return l
 }
 
 // clientReader reads whole requests from a client connection.
@@ -39,22 +52,34 @@ type clientReader struct {
 	conn  net.Conn
 	raw   syscall.RawConn // nil when the connection has no descriptor
 	pool  *bufPool
-	lim   RequestLimits
-	buf   []byte  // pooled (len readBufSize) or a dedicated large buffer
-	owned *[]byte // the pool's handle for buf when pooled
-	start int     // first unparsed byte
-	end   int     // end of the data read
+	lim   *RequestLimits // shared (bufPool.limits)
+	buf   []byte         // pooled (len readBufSize) or a dedicated large buffer
+	owned *[]byte        // the pool's handle for buf when pooled
+	start int            // first unparsed byte
+	end   int            // end of the data read
 	cmds  []Command
 }
 
 func newClientReader(conn net.Conn, pool *bufPool, lim RequestLimits) *clientReader {
-	r := &clientReader{conn: conn, pool: pool, lim: lim.withDefaults()}
+	return newClientReaderLim(conn, pool, pool.limits(lim.withDefaults()))
+}
+
+// newClientReaderLim is newClientReader with limits already shared (a
+// parked session's reader is dropped and built again on resume).
+func newClientReaderLim(conn net.Conn, pool *bufPool, lim *RequestLimits) *clientReader {
+	r := &clientReader{pool: pool, lim: lim}
+	r.setConn(conn)
+	return r
+}
+
+// setConn makes the reader read from conn. Nothing may be buffered.
+func (r *clientReader) setConn(conn net.Conn) {
+	r.conn, r.raw = conn, nil
 	if sc, ok := conn.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			r.raw = raw
 		}
 	}
-	return r
 }
 
 // next returns the next batch: every complete request already received, at
@@ -65,7 +90,7 @@ func (r *clientReader) next(max int) ([]Command, error) {
 	for {
 		need := 0
 		for len(r.cmds) < max && r.start < r.end {
-			cmd, n, more, err := ParseRequest(r.buf[r.start:r.end], r.lim)
+			cmd, n, more, err := ParseRequest(r.buf[r.start:r.end], *r.lim)
 			if err != nil {
 				return nil, err
 			}

@@ -5,28 +5,34 @@ package proxy
 import (
 	"context"
 	"errors"
+	"net"
+	"os"
 	"sync"
 	"syscall"
+	"time"
+
+	"go.uber.org/zap"
 )
 
 // parker holds idle sessions without a goroutine each. A session idle for
 // parkAfter hands its connection to the parker and its goroutine exits; one
 // epoll loop watches every parked connection and starts a goroutine again
-// when a client sends its next command (or hangs up). Thousands of idle
-// PHP-FPM or Tomcat pool connections then cost a few hundred bytes of
-// session state each instead of a goroutine stack.
+// when a client sends its next command (or hangs up).
+//
+// A parked TCP or Unix connection leaves Go's network poller as well: the
+// parker keeps only a duplicate of its descriptor (in a parkedConn) and
+// closes the net.Conn, so that its netFD, addresses and runtime poll
+// descriptor (about 700 bytes together) and the session's clientReader go
+// back to Go while the client is idle; resuming builds them again from the
+// descriptor (about a dozen system calls). Thousands of idle PHP-FPM or
+// Tomcat pool connections then cost little more than their session state.
 type parker struct {
 	epfd int
 
 	mu     sync.Mutex
-	next   uint64
-	parked map[uint64]parkedSession
+	slots  []*session // parked sessions by descriptor (the epoll event's data)
+	n      int        // parked sessions
 	closed bool
-}
-
-type parkedSession struct {
-	s  *session
-	fd int
 }
 
 func newParker() (*parker, error) {
@@ -34,43 +40,121 @@ func newParker() (*parker, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &parker{epfd: fd, parked: make(map[uint64]parkedSession)}, nil
+	return &parker{epfd: fd}, nil
 }
 
 // park registers s. On true, the parker owns s until it resumes it with
-// resume (in a new goroutine) or closes it; on false the caller keeps it.
+// resume (in a new goroutine) or closes it; on false the caller keeps it,
+// with a working connection.
 func (p *parker) park(s *session) bool {
-	sc, ok := s.conn.(syscall.Conn)
-	if !ok {
+	p.mu.Lock()
+	closed := p.closed
+	p.mu.Unlock()
+	if closed {
 		return false
 	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
+	fd, detached := p.detach(s)
+	if fd < 0 {
 		return false
 	}
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		return false
-	}
-	p.next++
-	id := p.next
-	var cerr error
-	var fd int
-	err = raw.Control(func(u uintptr) {
-		fd = int(u)
-		ev := syscall.EpollEvent{
-			Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT,
-			Fd:     int32(uint32(id)),
-			Pad:    int32(uint32(id >> 32)),
+	if !p.closed {
+		ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT, Fd: int32(fd)}
+		if syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, fd, &ev) == nil {
+			if fd >= len(p.slots) {
+				p.slots = append(p.slots, make([]*session, fd+1-len(p.slots))...)
+				p.slots = p.slots[:cap(p.slots)]
+			}
+			p.slots[fd] = s
+			p.n++
+			p.mu.Unlock()
+			return true
 		}
-		cerr = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, fd, &ev)
-	})
-	if err != nil || cerr != nil {
-		return false
 	}
-	p.parked[id] = parkedSession{s: s, fd: fd}
-	return true
+	p.mu.Unlock()
+	if detached {
+		p.attach(s)
+	}
+	return false
+}
+
+// detach returns the descriptor the parker is to watch for s, or -1 when s
+// cannot be parked. For TCP and Unix connections it swaps s.conn for a
+// parkedConn holding a duplicate of the descriptor, closes the original and
+// drops the session's reader (detached is then true); other connections
+// keep theirs and it returns their descriptor. Nothing may be buffered.
+func (p *parker) detach(s *session) (fd int, detached bool) {
+	sc, ok := s.conn.(syscall.Conn)
+	if !ok {
+		return -1, false
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return -1, false
+	}
+	switch s.conn.(type) {
+	case *net.TCPConn, *net.UnixConn:
+	default:
+		fd = -1
+		if raw.Control(func(u uintptr) { fd = int(u) }) != nil {
+			return -1, false
+		}
+		return fd, false
+	}
+	fd = -1
+	var derr error
+	if err := raw.Control(func(u uintptr) { fd, derr = dupCloexec(int(u)) }); err != nil || derr != nil {
+		return -1, false
+	}
+	old := s.conn
+	pc := &parkedConn{fd: fd, lim: s.rd.lim}
+	s.rd.release()
+	// The server's goroutines (sweepIdle, drain) read s.conn under s.srv.mu;
+	// none reads s.rd.
+	s.srv.mu.Lock()
+	s.conn = pc
+	s.srv.mu.Unlock()
+	s.rd = nil
+	old.Close() // the socket stays open through fd
+	return fd, true
+}
+
+// attach gives a detached session a net.Conn again. Should that fail (out of
+// descriptors), the client is closed: the session then ends at its next
+// read.
+func (p *parker) attach(s *session) {
+	pc, ok := s.conn.(*parkedConn)
+	if !ok {
+		return
+	}
+	f := os.NewFile(uintptr(pc.fd), "")
+	nc, err := net.FileConn(f) // a duplicate, back in Go's poller
+	if err != nil {
+		s.srv.log.Warn("cannot resume a parked client; closing it", zap.String("group", s.srv.opts.Name), zap.Error(err))
+		nc = &parkedConn{fd: -1}
+	}
+	s.srv.mu.Lock()
+	s.conn = nc
+	s.srv.mu.Unlock()
+	s.rd = newClientReaderLim(nc, s.srv.bufs, pc.lim)
+	// Only now, with nobody left to shut pc down (kill runs under
+	// s.srv.mu), may its descriptor number be reused.
+	f.Close()
+}
+
+// dupCloexec duplicates fd with close-on-exec set.
+func dupCloexec(fd int) (int, error) {
+	for {
+		r, _, errno := syscall.Syscall(syscall.SYS_FCNTL, uintptr(fd), syscall.F_DUPFD_CLOEXEC, 0)
+		switch errno {
+		case 0:
+			return int(r), nil
+		case syscall.EINTR:
+			continue
+		default:
+			return -1, errno
+		}
+	}
 }
 
 // run waits for parked connections to become readable and resumes their
@@ -86,36 +170,50 @@ func (p *parker) run(ctx context.Context, resume func(*session)) {
 			return
 		}
 		for _, ev := range events[:n] {
-			id := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
+			fd := int(ev.Fd)
 			p.mu.Lock()
-			ps, ok := p.parked[id]
-			if ok {
-				delete(p.parked, id)
-				syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, ps.fd, nil)
+			var s *session
+			if fd >= 0 && fd < len(p.slots) {
+				s = p.slots[fd]
+			}
+			if s != nil {
+				p.slots[fd] = nil
+				p.n--
+				syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, fd, nil)
 			}
 			p.mu.Unlock()
-			if ok {
-				go resume(ps.s)
+			if s != nil {
+				go func() {
+					p.attach(s)
+					resume(s)
+				}()
 			}
 		}
 	}
 }
 
-// close stops parking and returns the sessions still parked; the caller
-// ends them.
+// close stops parking and returns the sessions still parked, with their
+// connections back; the caller ends them.
 func (p *parker) close() []*session {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if p.closed {
+		p.mu.Unlock()
 		return nil
 	}
 	p.closed = true
 	var out []*session
-	for id, ps := range p.parked {
-		out = append(out, ps.s)
-		delete(p.parked, id)
+	for fd, s := range p.slots {
+		if s != nil {
+			out = append(out, s)
+			p.slots[fd] = nil
+		}
 	}
+	p.slots, p.n = nil, 0
 	syscall.Close(p.epfd)
+	p.mu.Unlock()
+	for _, s := range out {
+		p.attach(s)
+	}
 	return out
 }
 
@@ -123,5 +221,36 @@ func (p *parker) close() []*session {
 func (p *parker) count() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return len(p.parked)
+	return p.n
 }
+
+// parkedConn stands for a parked client connection: a bare descriptor,
+// outside Go's poller, that only the parker reads (through epoll). The
+// session gets a real net.Conn back before it runs again; until then the
+// server's goroutines may only end it (kill, drain).
+type parkedConn struct {
+	fd  int            // -1: closed (the client could not be resumed)
+	lim *RequestLimits // the limits of the session's reader, built again on resume
+}
+
+var parkedAddr = &net.TCPAddr{}
+
+func (c *parkedConn) Read([]byte) (int, error)  { return 0, net.ErrClosed }
+func (c *parkedConn) Write([]byte) (int, error) { return 0, net.ErrClosed }
+
+// Close shuts the connection down for reading: the parker sees it at once
+// and resumes the session, which reads EOF and ends. The descriptor itself
+// is closed only once it has left epoll (a descriptor closed while
+// registered would leave its session parked for ever).
+func (c *parkedConn) Close() error {
+	if c.fd >= 0 {
+		syscall.Shutdown(c.fd, syscall.SHUT_RD)
+	}
+	return nil
+}
+
+func (c *parkedConn) LocalAddr() net.Addr              { return parkedAddr }
+func (c *parkedConn) RemoteAddr() net.Addr             { return parkedAddr }
+func (c *parkedConn) SetDeadline(time.Time) error      { return nil }
+func (c *parkedConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *parkedConn) SetWriteDeadline(time.Time) error { return nil }

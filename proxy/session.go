@@ -25,9 +25,9 @@ type session struct {
 	w   *bufio.Writer // client output; from the pool while a batch runs
 	wmu sync.Mutex    // guards w once the session is full duplex
 
-	state   connState
-	key     poolKey // pool key of state on keyAddr, cached
-	keyAddr string
+	state connState
+
+	*batchScratch // nil while parked
 
 	sessionState // transaction, client name, pin reasons (sessionstate.go)
 
@@ -57,15 +57,25 @@ type session struct {
 	deauthAfterReset bool  // RESET forwarded: authenticate again after it
 	txRefused        bool  // a command of the open MULTI was refused
 	clientID         int64 // CLIENT ID's answer on the pinned connection
-	batchStart       time.Time
-	holdUntil        time.Time // end of the batch's wait for a master; zero until it first waits
-	ended            bool      // end ran: the server has forgotten the session
+	ended            bool  // end ran: the server has forgotten the session
+}
+
+// batchScratch is what a session uses only while it runs batches; a parked
+// session gives it back (scratchPool), so that it does not count per idle
+// client.
+type batchScratch struct {
+	key        poolKey // pool key of state on keyAddr, cached
+	keyAddr    string
+	batchStart time.Time
+	holdUntil  time.Time // end of the batch's wait for a master; zero until it first waits
 
 	infos   []cmdInfo
 	bufs    net.Buffers
 	rw      replyWriter
 	pending []pendingReply
 }
+
+var scratchPool = sync.Pool{New: func() any { return new(batchScratch) }}
 
 func newSession(srv *Server, nc net.Conn) *session {
 	s := &session{srv: srv, conn: nc, state: cleanState, born: time.Now(), shareIdx: int(srv.accepted.Load())}
@@ -156,6 +166,9 @@ func (s *session) serve() {
 			s.conn.SetReadDeadline(time.Time{})
 		}
 		if err == nil {
+			if s.batchScratch == nil {
+				s.batchScratch = scratchPool.Get().(*batchScratch)
+			}
 			s.busy.Store(true)
 			s.started.Store(true)
 			if s.srv.onBatch != nil {
@@ -222,8 +235,12 @@ func (s *session) serve() {
 // park hands the idle session to the parker, dropping what an idle session
 // need not keep. It reports whether the parker took it.
 func (s *session) park() bool {
-	s.rd.cmds, s.infos, s.bufs, s.pending, s.shared = nil, nil, nil, nil, nil
-	s.rw.held, s.rw.part = nil, nil
+	s.rd.cmds, s.shared = nil, nil
+	if sc := s.batchScratch; sc != nil {
+		s.batchScratch = nil
+		*sc = batchScratch{}
+		scratchPool.Put(sc)
+	}
 	return s.srv.parker.park(s)
 }
 

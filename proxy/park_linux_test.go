@@ -1,0 +1,85 @@
+//go:build linux
+
+package proxy
+
+import (
+	"testing"
+	"time"
+)
+
+// parkedStates reports how many sessions the parker holds with a bare
+// descriptor and no reader (they left Go's poller), and how many it holds.
+func parkedStates(srv *Server) (detached, total int) {
+	p := srv.parker
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, sess := range p.slots {
+		if sess == nil {
+			continue
+		}
+		total++
+		if _, ok := sess.conn.(*parkedConn); ok && sess.rd == nil {
+			detached++
+		}
+	}
+	return detached, total
+}
+
+// TestParkedSessionLeavesPoller checks that a parked TCP client holds only a
+// descriptor, and that it is served as before when it wakes up, pipelining
+// included.
+func TestParkedSessionLeavesPoller(t *testing.T) {
+	r := startRedis(t)
+	srv, paddr := startProxy(t, newFakeSource(r), nil)
+	c := dialRedis(t, paddr)
+	if got := c.do("SELECT", "3"); got != "+OK\r\n" {
+		t.Fatalf("SELECT = %q", got)
+	}
+	waitFor(t, func() bool { d, n := parkedStates(srv); return d == 1 && n == 1 })
+	c.send(string(appendCommand(appendCommand(nil, "SET", "pk", "v"), "GET", "pk")))
+	if got := c.reply(); got != "+OK\r\n" {
+		t.Fatalf("SET after parking = %q", got)
+	}
+	if got := c.reply(); got != "$1\r\nv\r\n" {
+		t.Fatalf("GET after parking = %q", got)
+	}
+	if got := doIn(t, r, "3", "EXISTS", "pk"); got != ":1\r\n" {
+		t.Fatalf("the parked session lost its db: EXISTS in db 3 = %q", got)
+	}
+	waitFor(t, func() bool { d, n := parkedStates(srv); return d == 1 && n == 1 })
+}
+
+// TestDrainEndsParkedSessions checks that shutting down ends parked clients
+// (their connections back from the parker) and returns promptly.
+func TestDrainEndsParkedSessions(t *testing.T) {
+	r := startRedis(t)
+	srv, err := NewServer(Options{Name: "test", Source: newFakeSource(r), DrainTimeout: 5 * time.Second}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, stop := serve(t, srv)
+	var conns []*redisConn
+	for range 3 {
+		c := dialRedis(t, addr)
+		if got := c.do("PING"); got != "+PONG\r\n" {
+			t.Fatalf("PING = %q", got)
+		}
+		conns = append(conns, c)
+	}
+	waitFor(t, func() bool { d, n := parkedStates(srv); return d == 3 && n == 3 })
+	start := time.Now()
+	if err := stop(); err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("drain with parked clients took %v", d)
+	}
+	for i, c := range conns {
+		if got := c.reply(); got != "EOF" {
+			t.Fatalf("client %d after drain: %q, want EOF", i, got)
+		}
+	}
+	if st := srv.Stats(); st.Clients != 0 {
+		t.Fatalf("%d clients left after drain", st.Clients)
+	}
+}
