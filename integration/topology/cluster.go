@@ -12,7 +12,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -130,18 +129,10 @@ func (o ClusterOptions) withDefaults() (ClusterOptions, error) {
 // cluster node IDs for their whole life; their roles change with
 // failovers.
 type Cluster struct {
-	opts   ClusterOptions
-	dir    string
-	ownDir bool
-	out    *lockedWriter    // ClusterOptions.Log, serialised; nil if unset
-	nodes  []*Node          // fixed after StartCluster
-	ids    map[*Node]string // cluster node IDs; fixed after StartCluster
-
-	mu      sync.Mutex
-	spawned []*Node // every node ever started, failed attempts included
-
-	stopOnce sync.Once
-	stopErr  error
+	procs
+	opts  ClusterOptions
+	nodes []*Node          // fixed after StartCluster
+	ids   map[*Node]string // cluster node IDs; fixed after StartCluster
 }
 
 // StartCluster launches the nodes (redis-server --cluster-enabled yes, each
@@ -159,17 +150,9 @@ func StartCluster(ctx context.Context, opts ClusterOptions) (*Cluster, error) {
 	ctx, cancel := withDefaultTimeout(ctx)
 	defer cancel()
 
-	c := &Cluster{opts: o, dir: o.Dir, ids: make(map[*Node]string)}
-	if c.dir == "" {
-		if c.dir, err = os.MkdirTemp("", "sentinel-proxy-cluster-"); err != nil {
-			return nil, fmt.Errorf("cluster dir: %w", err)
-		}
-		c.ownDir = true
-	} else if err := os.MkdirAll(c.dir, 0o755); err != nil {
-		return nil, fmt.Errorf("cluster dir: %w", err)
-	}
-	if o.Log != nil {
-		c.out = &lockedWriter{w: o.Log}
+	c := &Cluster{opts: o, ids: make(map[*Node]string)}
+	if err := c.open("cluster", o.Dir, o.Log); err != nil {
+		return nil, err
 	}
 	began := time.Now()
 	if err := c.start(ctx); err != nil {
@@ -214,14 +197,10 @@ func (c *Cluster) launch(ctx context.Context, name string) (*Node, error) {
 	o := c.opts
 	dir := filepath.Join(c.dir, name)
 	conf := filepath.Join(dir, "redis.conf")
-	var out io.Writer
-	if c.out != nil {
-		out = &prefixWriter{w: c.out, prefix: name + " | "}
-	}
 	return launchNode(ctx, nodeSpec{
 		name: name, host: o.Host, dir: dir, conf: conf, argv: []string{o.RedisServer, conf},
 		logPath: filepath.Join(c.dir, name+".log"), password: o.Password,
-		out: out, logger: o.Logger,
+		out: c.nodeOutput(name), logger: o.Logger,
 		render: func(port int, dir string) string {
 			// The bus port is not port+10000: that can be above 65535
 			// or taken. A taken one fails the start like a taken port
@@ -235,11 +214,7 @@ func (c *Cluster) launch(ctx context.Context, name string) (*Node, error) {
 			}
 			return clusterConfig(o, port, bus, dir)
 		},
-		record: func(n *Node) {
-			c.mu.Lock()
-			c.spawned = append(c.spawned, n)
-			c.mu.Unlock()
-		},
+		record: c.record,
 	})
 }
 
@@ -358,22 +333,4 @@ func (c *Cluster) NodeByAddr(addr string) *Node {
 // group), waits for them, closes the check clients and removes the
 // temporary directory. Safe to call twice; the second call returns the
 // first one's result.
-func (c *Cluster) Stop() error {
-	c.stopOnce.Do(func() {
-		c.mu.Lock()
-		nodes := slices.Clone(c.spawned)
-		c.mu.Unlock()
-		var errs []error
-		for _, n := range nodes {
-			errs = append(errs, n.shutdown())
-		}
-		if c.ownDir {
-			if err := os.RemoveAll(c.dir); err != nil {
-				errs = append(errs, fmt.Errorf("remove cluster dir: %w", err))
-			}
-		}
-		c.stopErr = errors.Join(errs...)
-		c.opts.Logger.Info("cluster stopped", zap.Error(c.stopErr))
-	})
-	return c.stopErr
-}
+func (c *Cluster) Stop() error { return c.stop(c.opts.Logger, nil) }

@@ -2,12 +2,9 @@ package topology_test
 
 import (
 	"context"
-	"errors"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -56,29 +53,7 @@ func TestCluster(t *testing.T) {
 	t.Run("reshard while writing", func(t *testing.T) { reshardWhileWriting(ctx, t, c) })
 	t.Run("migration answers ASK", func(t *testing.T) { migrationASK(ctx, t, c) })
 
-	dir := c.Dir()
-	if err := c.Stop(); err != nil {
-		t.Fatalf("stop: %v", err)
-	}
-	if err := c.Stop(); err != nil {
-		t.Errorf("second stop: %v", err)
-	}
-	for _, pid := range pids {
-		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
-			t.Errorf("process %d still exists after Stop (kill 0: %v)", pid, err)
-		}
-		if err := syscall.Kill(-pid, 0); !errors.Is(err, syscall.ESRCH) {
-			t.Errorf("process group %d still exists after Stop (kill 0: %v)", pid, err)
-		}
-	}
-	for _, n := range c.Nodes() {
-		if n.Running() {
-			t.Errorf("%s reports running (pid %d) after Stop", n.Name, n.PID())
-		}
-	}
-	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("temporary dir %s not removed: %v", dir, err)
-	}
+	checkStop(t, c.Stop, c.Dir(), pids, c.Nodes())
 }
 
 // everySlotServed writes one key in each of the 16384 slots through a

@@ -4,13 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -19,18 +16,10 @@ import (
 // Topology is a running set of Redis data nodes and sentinels started by
 // Start. Stop it on every path (t.Cleanup / defer).
 type Topology struct {
+	procs
 	opts      Options
-	dir       string
-	ownDir    bool
-	out       *lockedWriter // Options.Log, serialised; nil if unset
-	data      []*Node       // data[0] is the initial master; fixed after Start
-	sentinels []*Node       // fixed after Start
-
-	mu      sync.Mutex
-	spawned []*Node // every node ever started, failed attempts included
-
-	stopOnce sync.Once
-	stopErr  error
+	data      []*Node // data[0] is the initial master; fixed after Start
+	sentinels []*Node // fixed after Start
 }
 
 // Start launches the master, then its replicas (replicaof), waits until
@@ -47,17 +36,9 @@ func Start(ctx context.Context, opts Options) (*Topology, error) {
 	ctx, cancel := withDefaultTimeout(ctx)
 	defer cancel()
 
-	t := &Topology{opts: o, dir: o.Dir}
-	if t.dir == "" {
-		if t.dir, err = os.MkdirTemp("", "sentinel-proxy-topology-"); err != nil {
-			return nil, fmt.Errorf("topology dir: %w", err)
-		}
-		t.ownDir = true
-	} else if err := os.MkdirAll(t.dir, 0o755); err != nil {
-		return nil, fmt.Errorf("topology dir: %w", err)
-	}
-	if o.Log != nil {
-		t.out = &lockedWriter{w: o.Log}
+	t := &Topology{opts: o}
+	if err := t.open("topology", o.Dir, o.Log); err != nil {
+		return nil, err
 	}
 
 	began := time.Now()
@@ -126,20 +107,8 @@ func (t *Topology) launch(ctx context.Context, name string, sentinel bool, rende
 		name: name, sentinel: sentinel, host: o.Host, dir: dir, conf: conf, argv: argv,
 		logPath: filepath.Join(t.dir, name+".log"), password: password,
 		out: t.nodeOutput(name), logger: o.Logger, render: render,
-		record: func(n *Node) {
-			t.mu.Lock()
-			t.spawned = append(t.spawned, n)
-			t.mu.Unlock()
-		},
+		record: t.record,
 	})
-}
-
-// nodeOutput is where a node's output goes besides its log file, or nil.
-func (t *Topology) nodeOutput(name string) io.Writer {
-	if t.out == nil {
-		return nil
-	}
-	return &prefixWriter{w: t.out, prefix: name + " | "}
 }
 
 // MasterName is the name the sentinels monitor.
@@ -195,10 +164,7 @@ func (t *Topology) NodeByAddr(addr string) *Node {
 // away, so there is no graceful shutdown. Safe to call twice; the second
 // call returns the first one's result.
 func (t *Topology) Stop() error {
-	t.stopOnce.Do(func() {
-		t.mu.Lock()
-		nodes := slices.Clone(t.spawned)
-		t.mu.Unlock()
+	return t.stop(t.opts.Logger, func(nodes []*Node) {
 		slices.SortStableFunc(nodes, func(a, b *Node) int {
 			switch {
 			case a.sentinel == b.sentinel:
@@ -208,19 +174,7 @@ func (t *Topology) Stop() error {
 			}
 			return 1
 		})
-		var errs []error
-		for _, n := range nodes {
-			errs = append(errs, n.shutdown())
-		}
-		if t.ownDir {
-			if err := os.RemoveAll(t.dir); err != nil {
-				errs = append(errs, fmt.Errorf("remove topology dir: %w", err))
-			}
-		}
-		t.stopErr = errors.Join(errs...)
-		t.opts.Logger.Info("topology stopped", zap.Error(t.stopErr))
 	})
-	return t.stopErr
 }
 
 // withDefaultTimeout bounds ctx by defaultWait when it has no deadline.

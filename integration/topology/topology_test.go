@@ -98,30 +98,37 @@ func TestStartFailoverStop(t *testing.T) {
 				t.Errorf("SET on new master %s: %v", n.Name, err)
 			}
 
-			dir := topo.Dir()
-			if err := topo.Stop(); err != nil {
-				t.Fatalf("stop: %v", err)
-			}
-			if err := topo.Stop(); err != nil {
-				t.Errorf("second stop: %v", err)
-			}
-			for _, pid := range pids {
-				if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
-					t.Errorf("process %d still exists after Stop (kill 0: %v)", pid, err)
-				}
-				if err := syscall.Kill(-pid, 0); !errors.Is(err, syscall.ESRCH) {
-					t.Errorf("process group %d still exists after Stop (kill 0: %v)", pid, err)
-				}
-			}
-			for _, n := range append(topo.Nodes(), topo.SentinelNodes()...) {
-				if n.Running() || n.PID() != 0 {
-					t.Errorf("%s reports running (pid %d) after Stop", n.Name, n.PID())
-				}
-			}
-			if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
-				t.Errorf("temporary dir %s not removed: %v", dir, err)
-			}
+			checkStop(t, topo.Stop, topo.Dir(), pids, append(topo.Nodes(), topo.SentinelNodes()...))
 		})
+	}
+}
+
+// checkStop stops a topology or a cluster twice and checks that every
+// process it started (pids), and each one's process group, is gone, that
+// its nodes say so, and that its temporary directory is removed.
+func checkStop(t *testing.T, stop func() error, dir string, pids []int, nodes []*topology.Node) {
+	t.Helper()
+	if err := stop(); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	if err := stop(); err != nil {
+		t.Errorf("second stop: %v", err)
+	}
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+			t.Errorf("process %d still exists after Stop (kill 0: %v)", pid, err)
+		}
+		if err := syscall.Kill(-pid, 0); !errors.Is(err, syscall.ESRCH) {
+			t.Errorf("process group %d still exists after Stop (kill 0: %v)", pid, err)
+		}
+	}
+	for _, n := range nodes {
+		if n.Running() || n.PID() != 0 {
+			t.Errorf("%s reports running (pid %d) after Stop", n.Name, n.PID())
+		}
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("temporary dir %s not removed: %v", dir, err)
 	}
 }
 
