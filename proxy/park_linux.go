@@ -19,13 +19,16 @@ import (
 // epoll loop watches every parked connection and starts a goroutine again
 // when a client sends its next command (or hangs up).
 //
-// A parked TCP or Unix connection leaves Go's network poller as well: the
-// parker keeps only a duplicate of its descriptor (in a parkedConn) and
-// closes the net.Conn, so that its netFD, addresses and runtime poll
-// descriptor (about 700 bytes together) and the session's clientReader go
-// back to Go while the client is idle; resuming builds them again from the
-// descriptor (about a dozen system calls). Thousands of idle PHP-FPM or
-// Tomcat pool connections then cost little more than their session state.
+// A TCP or Unix connection parked for deepParkAfter leaves Go's network
+// poller as well: the parker keeps only a duplicate of its descriptor (in a
+// parkedConn) and closes the net.Conn, so that its netFD, addresses and
+// runtime poll descriptor (about 700 bytes together) and the session's
+// clientReader go back to Go while the client is idle; resuming builds them
+// again from the descriptor (about fifteen system calls). Thousands of idle
+// PHP-FPM or Tomcat pool connections then cost little more than their
+// session state, while a client that pauses between commands for less than
+// deepParkAfter (a busy one among many, say) keeps its connection and
+// resumes at the cost of a goroutine.
 type parker struct {
 	epfd int
 
@@ -34,6 +37,10 @@ type parker struct {
 	n      int        // parked sessions
 	closed bool
 }
+
+// deepParkAfter is how long a session stays parked with its connection
+// before the parker takes it out of Go's poller (deepen).
+const deepParkAfter = time.Second
 
 func newParker() (*parker, error) {
 	fd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
@@ -53,7 +60,7 @@ func (p *parker) park(s *session) bool {
 	if closed {
 		return false
 	}
-	fd, detached := p.detach(s)
+	fd := p.descriptor(s)
 	if fd < 0 {
 		return false
 	}
@@ -72,10 +79,74 @@ func (p *parker) park(s *session) bool {
 		}
 	}
 	p.mu.Unlock()
-	if detached {
-		p.attach(s)
-	}
 	return false
+}
+
+// descriptor returns the descriptor of s's connection, or -1 when it has
+// none (TLS).
+func (p *parker) descriptor(s *session) int {
+	sc, ok := s.conn.(syscall.Conn) // not TLS: its buffers may hold data
+	if !ok {
+		return -1
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return -1
+	}
+	fd := -1
+	if raw.Control(func(u uintptr) { fd = int(u) }) != nil {
+		return -1
+	}
+	return fd
+}
+
+// deepen takes the TCP and Unix connections parked since before cutoff out
+// of Go's poller (detach). Each is taken out of the parker meanwhile, so
+// that nothing resumes it half done, and put back under its new descriptor.
+func (p *parker) deepen(cutoff int64, resume func(*session)) {
+	var todo []*session
+	p.mu.Lock()
+	for fd, s := range p.slots {
+		if s == nil || s.lastActive.Load() > cutoff {
+			continue
+		}
+		switch s.conn.(type) {
+		case *net.TCPConn, *net.UnixConn:
+		default:
+			continue // detached already, or cannot be
+		}
+		p.slots[fd] = nil
+		p.n--
+		syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, fd, nil)
+		todo = append(todo, s)
+	}
+	p.mu.Unlock()
+	for _, s := range todo {
+		fd, detached := p.detach(s)
+		p.mu.Lock()
+		if fd >= 0 && !p.closed {
+			ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT, Fd: int32(fd)}
+			if syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, fd, &ev) == nil {
+				if fd >= len(p.slots) {
+					p.slots = append(p.slots, make([]*session, fd+1-len(p.slots))...)
+					p.slots = p.slots[:cap(p.slots)]
+				}
+				p.slots[fd] = s
+				p.n++
+				p.mu.Unlock()
+				continue
+			}
+		}
+		p.mu.Unlock()
+		// It cannot be parked again (the parker closed, or epoll refused
+		// it): it runs again, as if its client had sent something.
+		go func() {
+			if detached {
+				p.attach(s)
+			}
+			resume(s)
+		}()
+	}
 }
 
 // detach returns the descriptor the parker is to watch for s, or -1 when s
@@ -158,10 +229,16 @@ func dupCloexec(fd int) (int, error) {
 }
 
 // run waits for parked connections to become readable and resumes their
-// sessions, until ctx is done.
+// sessions, until ctx is done; every quarter of a second it deepens those
+// parked for deepParkAfter.
 func (p *parker) run(ctx context.Context, resume func(*session)) {
 	events := make([]syscall.EpollEvent, 128)
+	lastDeepen := time.Now()
 	for ctx.Err() == nil {
+		if now := time.Now(); now.Sub(lastDeepen) >= deepParkAfter/4 {
+			lastDeepen = now
+			p.deepen(now.Add(-deepParkAfter).UnixNano(), resume)
+		}
 		n, err := syscall.EpollWait(p.epfd, events, 200)
 		if err != nil {
 			if errors.Is(err, syscall.EINTR) {

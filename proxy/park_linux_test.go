@@ -25,9 +25,9 @@ func parkedStates(srv *Server) (detached, total int) {
 	return detached, total
 }
 
-// TestParkedSessionLeavesPoller checks that a parked TCP client holds only a
-// descriptor, and that it is served as before when it wakes up, pipelining
-// included.
+// TestParkedSessionLeavesPoller checks that a parked TCP client keeps its
+// connection for deepParkAfter, then holds only a descriptor, and that it is
+// served as before when it wakes up, pipelining included.
 func TestParkedSessionLeavesPoller(t *testing.T) {
 	r := startRedis(t)
 	srv, paddr := startProxy(t, newFakeSource(r), nil)
@@ -35,7 +35,15 @@ func TestParkedSessionLeavesPoller(t *testing.T) {
 	if got := c.do("SELECT", "3"); got != "+OK\r\n" {
 		t.Fatalf("SELECT = %q", got)
 	}
+	last := time.Now()
+	waitFor(t, func() bool { _, n := parkedStates(srv); return n == 1 })
+	if d, _ := parkedStates(srv); d != 0 && time.Since(last) < deepParkAfter/2 {
+		t.Fatalf("a session parked %v ago has left Go's poller already; it should after %v", time.Since(last), deepParkAfter)
+	}
 	waitFor(t, func() bool { d, n := parkedStates(srv); return d == 1 && n == 1 })
+	if d := time.Since(last); d < deepParkAfter {
+		t.Fatalf("the session left Go's poller %v after its last command, before %v", d, deepParkAfter)
+	}
 	c.send(string(appendCommand(appendCommand(nil, "SET", "pk", "v"), "GET", "pk")))
 	if got := c.reply(); got != "+OK\r\n" {
 		t.Fatalf("SET after parking = %q", got)
