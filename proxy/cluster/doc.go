@@ -5,6 +5,16 @@
 // both from seed nodes (Fetch, FetchCommands), the parsing of -MOVED and
 // -ASK replies (ParseRedirect), and the live slot map itself (Router).
 //
+// Commands whose keys span slots are planned by Table.Split: MGET, MSET,
+// DEL, UNLINK, EXISTS and TOUCH are scattered into one sub-command per
+// slot (raw RESP, ready to send) and Plan.Merge answers from the raw
+// sub-replies what one Redis would; any other such command is refused with
+// Redis Cluster's -CROSSSLOT. The keyspace-wide commands sent to every
+// master are answered by MergeKeys, MergeDBSize, MergeFlush,
+// MergeRandomKey and MergeInfoKeyspace; SCAN's cursor carries the shard
+// (EncodeCursor, DecodeCursor, ScanReply). These are pure functions of
+// bytes (FrameLen cuts a byte stream into frames); the proxy does the I/O.
+//
 // What it owns: parsing, lookups and the Router's refresh. Parsers take the
 // values go-redis decodes (Cmd.Result of a Do call: string, int64, []any,
 // map[any]any, nil) so they are testable without a server and work for
