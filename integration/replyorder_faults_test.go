@@ -236,6 +236,15 @@ func (f *roFaults) kill(ctx context.Context) {
 	if m == nil {
 		return
 	}
+	// Two soaks ended without a master when the master killed was a node
+	// restarted (empty) less than a minute before and promoted since:
+	// Sentinel then found no replica good enough ("-failover-abort-no-
+	// good-slave") and never failed over. That is Sentinel's, not the
+	// proxy's: such a master is not killed.
+	if up := f.uptime(ctx, m); up < roKillMinUptime {
+		f.run.event("master %s up for only %v: no kill this time", m.Addr, up)
+		return
+	}
 	c := f.quiesce(ctx, m)
 	if c == nil {
 		return
@@ -263,6 +272,22 @@ func (f *roFaults) kill(ctx context.Context) {
 		err = m.Restart(ctx)
 	}
 	f.run.event("restarted %s as a replica of %s: %v", m.Addr, next, err)
+}
+
+// roKillMinUptime is how long a master must have run before it may be
+// killed (see kill).
+const roKillMinUptime = 60 * time.Second
+
+// uptime returns how long m's process has run (0 when it cannot tell).
+func (f *roFaults) uptime(ctx context.Context, m *topology.Node) time.Duration {
+	c := f.st.Direct(m, 0)
+	defer c.Close()
+	info, err := c.Info(ctx, "server").Result()
+	if err != nil {
+		return 0
+	}
+	secs, _ := strconv.Atoi(infoField(info, "uptime_in_seconds"))
+	return time.Duration(secs) * time.Second
 }
 
 func (f *roFaults) sigstop(ctx context.Context, d time.Duration) {
