@@ -65,21 +65,28 @@ func (p *parker) park(s *session) bool {
 		return false
 	}
 	p.mu.Lock()
-	if !p.closed {
-		ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT, Fd: int32(fd)}
-		if syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, fd, &ev) == nil {
-			if fd >= len(p.slots) {
-				p.slots = append(p.slots, make([]*session, fd+1-len(p.slots))...)
-				p.slots = p.slots[:cap(p.slots)]
-			}
-			p.slots[fd] = s
-			p.n++
-			p.mu.Unlock()
-			return true
-		}
-	}
+	ok := p.register(fd, s)
 	p.mu.Unlock()
-	return false
+	return ok
+}
+
+// register watches fd for s until it becomes readable (or hangs up), once;
+// p.mu is held. It reports whether the parker took s.
+func (p *parker) register(fd int, s *session) bool {
+	if p.closed {
+		return false
+	}
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT, Fd: int32(fd)}
+	if syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, fd, &ev) != nil {
+		return false
+	}
+	if fd >= len(p.slots) {
+		p.slots = append(p.slots, make([]*session, fd+1-len(p.slots))...)
+		p.slots = p.slots[:cap(p.slots)]
+	}
+	p.slots[fd] = s
+	p.n++
+	return true
 }
 
 // descriptor returns the descriptor of s's connection, or -1 when it has
@@ -124,20 +131,11 @@ func (p *parker) deepen(cutoff int64, resume func(*session)) {
 	for _, s := range todo {
 		fd, detached := p.detach(s)
 		p.mu.Lock()
-		if fd >= 0 && !p.closed {
-			ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT, Fd: int32(fd)}
-			if syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, fd, &ev) == nil {
-				if fd >= len(p.slots) {
-					p.slots = append(p.slots, make([]*session, fd+1-len(p.slots))...)
-					p.slots = p.slots[:cap(p.slots)]
-				}
-				p.slots[fd] = s
-				p.n++
-				p.mu.Unlock()
-				continue
-			}
-		}
+		ok := fd >= 0 && p.register(fd, s)
 		p.mu.Unlock()
+		if ok {
+			continue
+		}
 		// It cannot be parked again (the parker closed, or epoll refused
 		// it): it runs again, as if its client had sent something.
 		go func() {

@@ -128,6 +128,30 @@ func doIn(t *testing.T, addr, db string, args ...string) string {
 	return c.do(args...)
 }
 
+// serveRequests reads the requests on c and calls handle with each, in
+// order, until handle returns false or c fails.
+func serveRequests(c net.Conn, handle func(cmd Command) bool) {
+	var buf []byte
+	tmp := make([]byte, 64<<10)
+	for {
+		k, err := c.Read(tmp)
+		if err != nil {
+			return
+		}
+		buf = append(buf, tmp[:k]...)
+		for {
+			cmd, used, _, err := ParseRequest(buf, RequestLimits{})
+			if err != nil || used == 0 {
+				break
+			}
+			buf = buf[used:]
+			if !handle(cmd) {
+				return
+			}
+		}
+	}
+}
+
 // fakeMaster listens on loopback until the test ends and runs serve for
 // each connection it accepts (n counts them from 0), closing the
 // connection after. It returns the address.

@@ -199,33 +199,18 @@ func TestSharedConnLost(t *testing.T) {
 	// first time, without a reply; everything else is answered with its
 	// name, key and connection number.
 	addr := fakeMaster(t, func(n int, c net.Conn) {
-		var buf []byte
-		tmp := make([]byte, 4096)
-		for {
-			k, err := c.Read(tmp)
-			if err != nil {
-				return
+		serveRequests(c, func(cmd Command) bool {
+			name, key := strings.ToUpper(string(cmd.Args[0])), string(cmd.Args[1])
+			mu.Lock()
+			seen[name+" "+key]++
+			first := seen[name+" "+key] == 1
+			mu.Unlock()
+			if strings.HasPrefix(key, "die") && first {
+				return false
 			}
-			buf = append(buf, tmp[:k]...)
-			for {
-				cmd, used, _, err := ParseRequest(buf, RequestLimits{})
-				if err != nil || used == 0 {
-					break
-				}
-				buf = buf[used:]
-				name, key := strings.ToUpper(string(cmd.Args[0])), string(cmd.Args[1])
-				mu.Lock()
-				seen[name+" "+key]++
-				first := seen[name+" "+key] == 1
-				mu.Unlock()
-				if strings.HasPrefix(key, "die") && first {
-					return
-				}
-				if _, err := c.Write([]byte("+" + name + "-" + key + "-" + strconv.Itoa(n) + "\r\n")); err != nil {
-					return
-				}
-			}
-		}
+			_, err := c.Write([]byte("+" + name + "-" + key + "-" + strconv.Itoa(n) + "\r\n"))
+			return err == nil
+		})
 	})
 	_, paddr := startProxy(t, newFakeSource(addr), sharing)
 

@@ -65,42 +65,27 @@ func streamMaster(t *testing.T) (addr string, seen func(string) int) {
 	count := map[string]int{}
 	value := strings.Repeat("v", 600<<10)
 	addr = fakeMaster(t, func(n int, c net.Conn) {
-		var buf []byte
-		tmp := make([]byte, 64<<10)
-		for {
-			k, err := c.Read(tmp)
-			if err != nil {
-				return
+		serveRequests(c, func(cmd Command) bool {
+			key := string(cmd.Args[len(cmd.Args)-1])
+			mu.Lock()
+			count[key]++
+			first := count[key] == 1
+			mu.Unlock()
+			var out string
+			switch {
+			case strings.HasPrefix(key, "big"):
+				out = "$" + strconv.Itoa(len(value)) + "\r\n" + value + "\r\n"
+			case strings.HasPrefix(key, "cut") && first:
+				c.Write([]byte("$" + strconv.Itoa(len(value)) + "\r\n" + value[:len(value)/2]))
+				return false
+			case strings.HasPrefix(key, "die") && first:
+				return false
+			default:
+				out = "+" + key + "\r\n"
 			}
-			buf = append(buf, tmp[:k]...)
-			for {
-				cmd, used, _, err := ParseRequest(buf, RequestLimits{})
-				if err != nil || used == 0 {
-					break
-				}
-				buf = buf[used:]
-				key := string(cmd.Args[len(cmd.Args)-1])
-				mu.Lock()
-				count[key]++
-				first := count[key] == 1
-				mu.Unlock()
-				var out string
-				switch {
-				case strings.HasPrefix(key, "big"):
-					out = "$" + strconv.Itoa(len(value)) + "\r\n" + value + "\r\n"
-				case strings.HasPrefix(key, "cut") && first:
-					c.Write([]byte("$" + strconv.Itoa(len(value)) + "\r\n" + value[:len(value)/2]))
-					return
-				case strings.HasPrefix(key, "die") && first:
-					return
-				default:
-					out = "+" + key + "\r\n"
-				}
-				if _, err := c.Write([]byte(out)); err != nil {
-					return
-				}
-			}
-		}
+			_, err := c.Write([]byte(out))
+			return err == nil
+		})
 	})
 	return addr, func(key string) int {
 		mu.Lock()
