@@ -129,7 +129,7 @@ func (p *parker) deepen(cutoff int64, resume func(*session)) {
 	}
 	p.mu.Unlock()
 	for _, s := range todo {
-		fd, detached := p.detach(s)
+		fd := p.detach(s)
 		p.mu.Lock()
 		ok := fd >= 0 && p.register(fd, s)
 		p.mu.Unlock()
@@ -139,41 +139,26 @@ func (p *parker) deepen(cutoff int64, resume func(*session)) {
 		// It cannot be parked again (the parker closed, or epoll refused
 		// it): it runs again, as if its client had sent something.
 		go func() {
-			if detached {
-				p.attach(s)
-			}
+			p.attach(s) // nothing to do when it kept its connection
 			resume(s)
 		}()
 	}
 }
 
-// detach returns the descriptor the parker is to watch for s, or -1 when s
-// cannot be parked. For TCP and Unix connections it swaps s.conn for a
-// parkedConn holding a duplicate of the descriptor, closes the original and
-// drops the session's reader (detached is then true); other connections
-// keep theirs and it returns their descriptor. Nothing may be buffered.
-func (p *parker) detach(s *session) (fd int, detached bool) {
-	sc, ok := s.conn.(syscall.Conn)
-	if !ok {
-		return -1, false
+// detach takes a parked TCP or Unix connection out of Go's poller: it swaps
+// s.conn for a parkedConn holding a duplicate of the descriptor, closes the
+// original and drops the session's reader, and returns the duplicate. On
+// -1 (the descriptor could not be duplicated) s keeps its connection.
+// Nothing may be buffered.
+func (p *parker) detach(s *session) int {
+	raw := rawConnOf(s.conn)
+	if raw == nil {
+		return -1
 	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return -1, false
-	}
-	switch s.conn.(type) {
-	case *net.TCPConn, *net.UnixConn:
-	default:
-		fd = -1
-		if raw.Control(func(u uintptr) { fd = int(u) }) != nil {
-			return -1, false
-		}
-		return fd, false
-	}
-	fd = -1
+	fd := -1
 	var derr error
 	if err := raw.Control(func(u uintptr) { fd, derr = dupCloexec(int(u)) }); err != nil || derr != nil {
-		return -1, false
+		return -1
 	}
 	old := s.conn
 	pc := &parkedConn{fd: fd, lim: s.rd.lim}
@@ -185,7 +170,7 @@ func (p *parker) detach(s *session) (fd int, detached bool) {
 	s.srv.mu.Unlock()
 	s.rd = nil
 	old.Close() // the socket stays open through fd
-	return fd, true
+	return fd
 }
 
 // attach gives a detached session a net.Conn again. Should that fail (out of
