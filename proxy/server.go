@@ -21,8 +21,11 @@ type Options struct {
 	Name string
 	// Listen is the address Run listens on. Unused by Serve.
 	Listen string
-	// Source says where the master is. Required.
+	// Source says where the master is. Required, unless Cluster is set.
 	Source MasterSource
+	// Cluster, when set, makes the group a Redis Cluster: each command
+	// goes to the master of its keys' slot (cluster.go).
+	Cluster *ClusterOptions
 	// DialTimeout bounds connecting to the master and replaying a session's
 	// state on the new connection. Zero means 2s.
 	DialTimeout time.Duration
@@ -139,6 +142,12 @@ type Server struct {
 
 // NewServer checks opts and builds a Server. It does no I/O.
 func NewServer(opts Options, log *zap.Logger) (*Server, error) {
+	if opts.Cluster != nil {
+		if opts.Cluster.Router == nil || opts.Cluster.FetchCommands == nil {
+			return nil, errors.New("proxy: Options.Cluster needs a Router and FetchCommands")
+		}
+		opts.Source = &anyMaster{r: opts.Cluster.Router}
+	}
 	if opts.Source == nil {
 		return nil, errors.New("proxy: Options.Source is required")
 	}
