@@ -29,12 +29,20 @@ func (s *session) poolKey(addr string) poolKey {
 // is answered as lost.
 func (s *session) checkPinned() {
 	p := s.pinned
+	if s.srv.cl != nil {
+		// A cluster's node that is no longer a master answers -MOVED:
+		// what was pinned there is lost as in a switch.
+		if p.dead.Load() || peekClosed(p.nc, false) || !s.srv.cl.isMaster(p.addr) {
+			s.lost(p)
+		}
+		return
+	}
 	if !p.dead.Load() && !peekClosed(p.nc, false) {
-		addr, _ := s.srv.source().Master()
+		addr, _ := s.source().Master()
 		if addr == p.addr {
 			return
 		}
-		if addr, err := s.srv.awaitMaster(s.holdDeadline()); err == nil && addr == p.addr {
+		if addr, err := s.srv.awaitMaster(s.source(), s.holdDeadline()); err == nil && addr == p.addr {
 			return // the failover was aborted: still the same master
 		}
 	}
@@ -55,7 +63,7 @@ func (s *session) holdDeadline() time.Time {
 // cannot be reached, it waits until the batch's hold deadline for the source
 // to name one it can reach.
 func (s *session) acquire() (*backend, error) {
-	if s.pinned != nil {
+	if s.pinned != nil && s.pinnedServes() {
 		return s.pinned, nil
 	}
 	var b *backend
@@ -81,7 +89,7 @@ func (s *session) acquire() (*backend, error) {
 func (s *session) underHold(get func(addr string, key poolKey, deadline time.Time) error) error {
 	deadline := s.holdDeadline()
 	for {
-		addr, err := s.srv.awaitMaster(deadline)
+		addr, err := s.srv.awaitMaster(s.source(), deadline)
 		if err != nil {
 			return err
 		}
@@ -139,6 +147,12 @@ func (s *session) acquireErrorText(err error) string {
 
 // release gives b back to the pool after a batch, or keeps it pinned.
 func (s *session) release(b *backend) {
+	if s.pinned != nil && s.pinned != b {
+		// A cluster run on another master than the pinned connection's.
+		b.key = s.poolKey(b.addr)
+		s.srv.pool.put(b)
+		return
+	}
 	if s.needsPin() {
 		s.setPinned(b)
 		return
@@ -154,7 +168,7 @@ func (s *session) release(b *backend) {
 func (s *session) failed(b *backend) {
 	if !b.dead.Load() {
 		s.srv.pool.evict(b.addr)
-		s.srv.source().Suspect(b.addr)
+		s.source().Suspect(b.addr)
 	}
 	s.lost(b)
 }
@@ -180,11 +194,36 @@ func (s *session) lost(b *backend) {
 // another master or for a short while to retry the same one.
 func (s *session) awaitRetry(addr string, err error, deadline time.Time) {
 	s.srv.log.Debug("dial failed, holding", zap.String("addr", addr), zap.Error(err))
-	_, changed := s.srv.source().Master()
+	src := s.source()
+	if s.srv.cl != nil {
+		src.Suspect(addr) // the slot map may be out of date
+	}
+	_, changed := src.Master()
 	t := time.NewTimer(min(100*time.Millisecond, time.Until(deadline)))
 	select {
 	case <-changed:
 	case <-t.C:
 	}
 	t.Stop()
+}
+
+// source returns where the session's current run goes: a cluster run's
+// master, or the group's source.
+func (s *session) source() *sourceBox {
+	if s.batchScratch != nil && s.route != nil {
+		return s.route
+	}
+	return s.srv.source()
+}
+
+// pinnedServes reports whether the pinned connection carries the current
+// run: always for a Sentinel group and inside a transaction; for a cluster
+// run, when it is to the master the run goes to (a session pinned by
+// CLIENT ID, say, sends the runs for other masters on pooled connections).
+func (s *session) pinnedServes() bool {
+	if s.srv.cl == nil || s.tx == txWatch || s.tx == txMulti {
+		return true
+	}
+	addr, _ := s.source().Master()
+	return addr == s.pinned.addr
 }

@@ -55,6 +55,7 @@ type duplex struct {
 	authed  bool          // proxy-terminated auth passed when full duplex began
 	done    chan struct{} // closed when the copier exits
 	stopc   chan struct{} // closed by stop: a move in progress gives up
+	src     *sourceBox    // the source the connection follows (a shard channel's slot in a cluster)
 	verdict chan *hints   // a command that might have ended full duplex did not: what the connection has (nil: not known)
 
 	mu       sync.Mutex
@@ -183,7 +184,7 @@ func (s *session) startDuplex(cmd Command) error {
 		w.Reset(q)
 	}
 	d := &duplex{s: s, q: q, authed: s.authed, b: b, inMulti: s.tx == txMulti,
-		done: make(chan struct{}), stopc: make(chan struct{}), verdict: make(chan *hints, 1),
+		done: make(chan struct{}), stopc: make(chan struct{}), verdict: make(chan *hints, 1), src: s.route,
 		link: link{st: s.state, sessionState: s.sessionState}}
 	d.cond = sync.NewCond(&d.mu)
 	for i := range d.link.subs {

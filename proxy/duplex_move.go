@@ -135,7 +135,10 @@ func (d *duplex) pause(deadline time.Time) {
 // stop was called or the server drains first.
 func (d *duplex) master(deadline time.Time) string {
 	for {
-		box := d.s.srv.source()
+		box := d.src
+		if box == nil {
+			box = d.s.srv.source()
+		}
 		addr, changed := box.Master()
 		if addr != "" {
 			return addr

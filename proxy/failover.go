@@ -174,8 +174,8 @@ func (s *session) resolve(oldAddr string, cmds []Command, infos []cmdInfo, faile
 	defer func() { s.pending = s.pending[:0] }()
 	// The replies from here on are the retried commands' own: none is to
 	// be dropped or held back, however the first attempt ended.
-	s.rw.client, s.rw.discarding, s.rw.holding, s.rw.holdErrors = s.out(), false, false, false
-	out := s.out()
+	s.rw.client, s.rw.discarding, s.rw.holding = s.out(), false, false
+	s.rw.holdErrors = s.srv.cl != nil && s.tx != txMulti // redirects, as in replies
 	start := 0 // the first pending command not answered yet
 	for try := 1; ; try++ {
 		var retry []Command
@@ -221,7 +221,7 @@ func (s *session) resolve(oldAddr string, cmds []Command, infos []cmdInfo, faile
 			case p.idx >= failed || p.lost:
 				s.writeError(errMayHaveRun)
 			case b == nil && p.held != "":
-				out.WriteString(p.held)
+				s.out().WriteString(p.held)
 			case b == nil:
 				s.writeError(s.acquireErrorText(retryErr))
 			default:
@@ -237,6 +237,8 @@ func (s *session) resolve(oldAddr string, cmds []Command, infos []cmdInfo, faile
 					}
 					failed = p.idx
 					s.writeError(errMayHaveRun)
+				} else if s.rw.holding && !s.redirected(p.idx, s.rw.held, b.addr) {
+					s.out().Write(s.rw.held)
 				}
 			}
 		}
@@ -261,7 +263,7 @@ func (s *session) retryBackend(oldAddr string, needNew bool) (*backend, error) {
 	deadline := time.Now().Add(s.srv.settings().HoldTimeout)
 	lastErr := errNoMaster
 	for {
-		addr, changed := s.srv.source().Master()
+		addr, changed := s.source().Master()
 		if addr != "" && (addr != oldAddr || !needNew) {
 			key := s.poolKey(addr)
 			if b := s.pooled(key); b != nil {

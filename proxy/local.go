@@ -34,6 +34,9 @@ func (s *session) vet(cmd *Command, info *cmdInfo, st *Settings, inMulti *bool) 
 		}
 		return
 	}
+	if s.srv.cl != nil && s.vetCluster(cmd, info, *inMulti) {
+		return
+	}
 	switch info.kind {
 	case kindClientKill:
 		if s.ownClientKill(cmd.Args) {
@@ -163,4 +166,24 @@ func (s *session) abortTx() {
 		s.release(b)
 	}
 	s.writeError(errExecAbort)
+}
+
+// vetCluster applies what a cluster group changes: SELECT of any db but 0
+// is refused, as Redis Cluster does, and CLIENT SETNAME is answered by the
+// proxy (a name would pin the session to one master). It reports whether
+// it decided.
+func (s *session) vetCluster(cmd *Command, info *cmdInfo, inMulti bool) bool {
+	args := cmd.Args
+	switch {
+	case info.kind == kindSelect && len(args) == 2 && string(args[1]) != "0":
+		*info = cmdInfo{kind: kindRefused, refusal: errSelectCluster, class: info.class}
+		if inMulti {
+			s.txRefused = true
+		}
+		return true
+	case info.kind == kindPin && len(args) == 3 && bytes.EqualFold(args[1], []byte("setname")) && !inMulti:
+		*info = cmdInfo{kind: kindLocalOK, class: info.class}
+		return true
+	}
+	return false
 }

@@ -39,6 +39,7 @@ const (
 type metrics struct {
 	cmdOK, cmdErrReply, cmdProxyErr, cmdDenied prometheus.Counter
 	retried, held, holdTimeouts                prometheus.Counter
+	redirects                                  prometheus.Counter
 	holdSeconds                                prometheus.Counter
 	latency                                    [numClasses]prometheus.Observer
 	rejectedMax, rejectedAuth                  prometheus.Counter
@@ -63,6 +64,7 @@ func newMetrics(group string) *metrics {
 		m.collectors = append(m.collectors, c)
 		return c
 	}
+	m.redirects = counter("sentinel_proxy_cluster_redirects_total", "Cluster redirects (-MOVED, -ASK, -TRYAGAIN, -CLUSTERDOWN) the proxy followed for its clients.")
 	m.retried = counter("sentinel_proxy_commands_retried_total", "Commands sent again to a new master (they had not run, or were refused as -READONLY/-LOADING/-MASTERDOWN).")
 	m.held = counter("sentinel_proxy_commands_held_total", "Batches of commands that waited for a master.")
 	m.holdSeconds = counter("sentinel_proxy_hold_seconds_total", "Seconds commands spent waiting for a master.")

@@ -18,7 +18,8 @@ type pool struct {
 	mu      sync.Mutex
 	idle    map[poolKey][]*backend
 	all     map[*backend]struct{}
-	current string // the master connections may go back to; "" = any
+	current string          // the master connections may go back to; "" = any
+	masters map[string]bool // a cluster's masters, when set: instead of current
 	closed  bool
 	dials   uint64
 }
@@ -66,7 +67,7 @@ func (p *pool) add(b *backend) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.dials++
-	if p.closed || (p.current != "" && b.addr != p.current) {
+	if p.closed || !p.allowed(b.addr) {
 		return false
 	}
 	p.all[b] = struct{}{}
@@ -77,7 +78,7 @@ func (p *pool) add(b *backend) bool {
 // a master that is no longer current, or beyond the idle limit are closed.
 func (p *pool) put(b *backend) {
 	p.mu.Lock()
-	if b.dead.Load() || p.closed || (p.current != "" && b.addr != p.current) || len(p.idle[b.key]) >= p.maxIdle {
+	if b.dead.Load() || p.closed || !p.allowed(b.addr) || len(p.idle[b.key]) >= p.maxIdle {
 		p.mu.Unlock()
 		p.discard(b)
 		return
@@ -112,6 +113,40 @@ func (p *pool) switchTo(addr string) int {
 		if k.addr != addr {
 			delete(p.idle, k) // their connections are in stale
 		}
+	}
+	p.mu.Unlock()
+	for _, b := range stale {
+		b.close()
+	}
+	return len(stale)
+}
+
+// allowed reports whether connections to addr may be used (p.mu held).
+func (p *pool) allowed(addr string) bool {
+	if p.masters != nil {
+		return p.masters[addr]
+	}
+	return p.current == "" || addr == p.current
+}
+
+// keepMasters makes addrs a cluster's masters: idle connections to any
+// other node are closed (connections in use are left to their sessions,
+// and closed when they come back). It returns how many it closed.
+func (p *pool) keepMasters(addrs []string) int {
+	p.mu.Lock()
+	p.masters = make(map[string]bool, len(addrs))
+	for _, a := range addrs {
+		p.masters[a] = true
+	}
+	var stale []*backend
+	for k, list := range p.idle {
+		if !p.masters[k.addr] {
+			stale = append(stale, list...)
+			delete(p.idle, k)
+		}
+	}
+	for _, b := range stale {
+		delete(p.all, b)
 	}
 	p.mu.Unlock()
 	for _, b := range stale {

@@ -33,7 +33,9 @@ func (s *session) skipReply(b *backend) error {
 func (s *session) replies(b *backend, cmds []Command, infos []cmdInfo) error {
 	rw := &s.rw
 	rw.client, rw.err, rw.discarding = s.out(), nil, false
-	rw.holdErrors = s.tx != txMulti && allRetryable(infos)
+	retryable := s.tx != txMulti && allRetryable(infos)
+	// A cluster's redirects are held back from any command outside MULTI.
+	rw.holdErrors = retryable || s.srv.cl != nil && s.tx != txMulti
 	s.pending = s.pending[:0]
 	for i := range cmds {
 		err := s.reply(b, cmds[i], infos[i])
@@ -59,7 +61,9 @@ func (s *session) replies(b *backend, cmds []Command, infos []cmdInfo) error {
 			s.failed(b)
 			s.answerMayHaveRun(infos[i:])
 			return nil
-		case rw.holding && !rw.discarding && isRetryable(rw.held):
+		case rw.holding && !rw.discarding && s.redirected(i, rw.held, b.addr):
+			// Followed once the run is answered (followRedirects).
+		case rw.holding && !rw.discarding && retryable && isRetryable(rw.held):
 			rw.discarding = true
 			s.pending = append(s.pending, pendingReply{idx: i, held: string(rw.held)})
 		case rw.holding && !rw.discarding:
@@ -217,7 +221,7 @@ func (s *session) fencedWrite(b *backend, info cmdInfo) bool {
 // noteError reacts to error replies that say the master moved.
 func (s *session) noteError(b *backend, text string) {
 	if strings.HasPrefix(text, "READONLY") || strings.HasPrefix(text, "MASTERDOWN") {
-		s.srv.source().Suspect(b.addr)
+		s.source().Suspect(b.addr)
 	}
 }
 

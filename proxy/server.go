@@ -136,17 +136,20 @@ type Server struct {
 	src     atomic.Pointer[sourceBox]
 	authLim *authLimiter
 	m       *metrics
+	cl      *clusterState // nil unless the group is a Redis Cluster
 
 	onBatch func([]Command) // tests only: runs before each batch a session reads
 }
 
 // NewServer checks opts and builds a Server. It does no I/O.
 func NewServer(opts Options, log *zap.Logger) (*Server, error) {
+	var cl *clusterState
 	if opts.Cluster != nil {
 		if opts.Cluster.Router == nil || opts.Cluster.FetchCommands == nil {
 			return nil, errors.New("proxy: Options.Cluster needs a Router and FetchCommands")
 		}
 		opts.Source = &anyMaster{r: opts.Cluster.Router}
+		cl = newClusterState(opts.Cluster)
 	}
 	if opts.Source == nil {
 		return nil, errors.New("proxy: Options.Source is required")
@@ -175,6 +178,7 @@ func NewServer(opts Options, log *zap.Logger) (*Server, error) {
 		sessions: make(map[*session]struct{}),
 		authLim:  newAuthLimiter(),
 		m:        newMetrics(opts.Name),
+		cl:       cl,
 	}
 	if opts.SharedConns > 0 {
 		srv.shared = newSharedPool(opts.SharedConns, srv.pool)
@@ -205,7 +209,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	var bgWG sync.WaitGroup
 	bgWG.Add(4)
 	go func() { defer bgWG.Done(); s.sweepIdle(bg) }()
-	go func() { defer bgWG.Done(); s.followMaster(bg) }()
+	if s.cl != nil {
+		bgWG.Add(1)
+		go func() { defer bgWG.Done(); s.fetchTable(bg) }()
+		go func() { defer bgWG.Done(); s.followCluster(bg) }()
+	} else {
+		go func() { defer bgWG.Done(); s.followMaster(bg) }()
+	}
 	go func() { defer bgWG.Done(); s.reapIdle(bg) }()
 	go func() { defer bgWG.Done(); s.parker.run(bg, (*session).serve) }()
 
@@ -434,8 +444,7 @@ var errNoMaster = errors.New("no master")
 
 // awaitMaster returns the current master, waiting up to deadline while none
 // is known.
-func (s *Server) awaitMaster(deadline time.Time) (string, error) {
-	box := s.source()
+func (s *Server) awaitMaster(box *sourceBox, deadline time.Time) (string, error) {
 	addr, changed := box.Master()
 	if addr != "" {
 		return addr, nil

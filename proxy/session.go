@@ -57,6 +57,14 @@ type session struct {
 	deauthAfterReset bool  // RESET forwarded: authenticate again after it
 	txRefused        bool  // a command of the open MULTI was refused
 	clientID         int64 // CLIENT ID's answer on the pinned connection
+
+	// A cluster group's transaction: MULTI is held (answered, not yet
+	// sent) until the first command shows its slot; txSlot is the slot
+	// of its keys (-1 none yet); txCross marks a MULTI with a command
+	// refused as -CROSSSLOT: its EXEC aborts.
+	heldMulti bool
+	txSlot    int
+	txCross   bool
 	ended            bool  // end ran: the server has forgotten the session
 }
 
@@ -73,12 +81,16 @@ type batchScratch struct {
 	bufs    net.Buffers
 	rw      replyWriter
 	pending []pendingReply
+
+	route    *sourceBox // a cluster run's master (nil: the group's source)
+	prefix   []byte     // a command of the proxy's own sent before the run (ASKING, MULTI)
+	deferred *deferral  // replies held back after a cluster redirect
 }
 
 var scratchPool = sync.Pool{New: func() any { return new(batchScratch) }}
 
 func newSession(srv *Server, nc net.Conn) *session {
-	s := &session{srv: srv, conn: nc, state: cleanState, born: time.Now(), shareIdx: int(srv.accepted.Load())}
+	s := &session{srv: srv, conn: nc, state: cleanState, born: time.Now(), shareIdx: int(srv.accepted.Load()), txSlot: -1}
 	_, s.parkable = nc.(syscall.Conn)
 	s.lastActive.Store(s.born.UnixNano())
 	s.rd = newClientReader(nc, srv.bufs, srv.settings().Limits)
@@ -336,14 +348,19 @@ func (s *session) exec(cmds []Command) error {
 			continue
 		}
 		if i > start {
-			if err := s.forward(cmds[start:i], s.infos[start:i]); err != nil {
+			if err := s.send(cmds[start:i], s.infos[start:i]); err != nil {
 				return err
 			}
 		}
 		start = i + 1
 		switch {
 		case info.kind == kindDuplex:
-			if err := s.startDuplex(cmds[i]); err != nil {
+			if s.srv.cl != nil {
+				s.routeDuplex(cmds[i])
+			}
+			err := s.startDuplex(cmds[i])
+			s.route = nil
+			if err != nil {
 				return err
 			}
 			if s.duplex == nil {
@@ -371,7 +388,7 @@ func (s *session) exec(cmds []Command) error {
 		}
 	}
 	if start < len(cmds) {
-		return s.forward(cmds[start:], s.infos[start:])
+		return s.send(cmds[start:], s.infos[start:])
 	}
 	return nil
 }
@@ -380,7 +397,7 @@ func (s *session) exec(cmds []Command) error {
 // Errors that concern only these commands are answered to the client with
 // error replies; a returned error ends the session.
 func (s *session) forward(cmds []Command, infos []cmdInfo) error {
-	if s.mayShare(cmds, infos) {
+	if s.prefix == nil && s.mayShare(cmds, infos) {
 		return s.forwardShared(cmds, infos)
 	}
 	b, err := s.acquire()
@@ -395,9 +412,13 @@ func (s *session) forward(cmds []Command, infos []cmdInfo) error {
 	// command before this client's writes: a PING first brings it up to
 	// date. (Pinned connections carried the client's writes themselves.)
 	send := cmds
-	hidden := infos[0].wait && s.path() != pathPinned
+	prefix := s.prefix
+	if prefix == nil && infos[0].wait && s.path() != pathPinned {
+		prefix = []byte(pingCmd)
+	}
+	hidden := prefix != nil
 	if hidden {
-		send = append([]Command{{Raw: []byte(pingCmd)}}, cmds...)
+		send = append([]Command{{Raw: prefix}}, cmds...)
 	}
 	n, err := s.write(b, send)
 	for try := 0; err != nil && n == 0 && try < 3; try++ {

@@ -141,6 +141,9 @@ func (s *session) newShareAnswer(b *backend, infos []cmdInfo) shareAnswer {
 func (a *shareAnswer) reply(i int, unit, frame []byte, typ byte) {
 	s := a.s
 	isErr := typ == '-' || typ == '!'
+	if !a.refused && isErr && frame != nil && s.redirected(i, frame, a.b.addr) {
+		return // followed once the batch is answered
+	}
 	if !a.refused && isErr && isRetryable(frame) {
 		a.refused = true
 		s.noteError(a.b, errorText(frame))
@@ -175,7 +178,7 @@ func (s *session) sharedSettle(a *shareAnswer, r *shareReq, cmds []Command, info
 		// The connection failed first.
 		if r.external {
 			s.srv.pool.evict(b.addr)
-			s.srv.source().Suspect(b.addr)
+			s.source().Suspect(b.addr)
 		}
 		written := n
 		for written < len(cmds) && r.ends[written] <= r.sent {

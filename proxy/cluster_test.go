@@ -1,0 +1,265 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/sentinel-proxy/sentinel-proxy/integration/topology"
+	"github.com/sentinel-proxy/sentinel-proxy/proxy/cluster"
+)
+
+// startClusterProxy starts a 3-master cluster and a proxy in front of it
+// whose router refreshes only when told (a MOVED, a failed dial), so that
+// the tests see the proxy follow redirects itself.
+func startClusterProxy(t *testing.T, mod func(*Options)) (*topology.Cluster, *cluster.Router, *Server, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	c, err := topology.StartCluster(ctx, topology.ClusterOptions{Masters: 3, ReplicasPerMaster: 1})
+	if err != nil {
+		t.Fatalf("start cluster: %v", err)
+	}
+	t.Cleanup(func() { _ = c.Stop() })
+	seeds := c.Addrs()[:3]
+	r := cluster.NewRouter(seeds, cluster.RouterOptions{RefreshInterval: time.Hour})
+	ch := r.Changed()
+	rctx, stop := context.WithCancel(context.Background())
+	r.Start(rctx)
+	t.Cleanup(func() { stop(); r.Close() })
+	<-ch
+	srv, addr := startProxy(t, nil, func(o *Options) {
+		o.Source = nil
+		o.HoldTimeout = 10 * time.Second
+		o.Cluster = &ClusterOptions{Router: r, FetchCommands: func(ctx context.Context) (cluster.Table, error) {
+			return cluster.FetchCommands(ctx, seeds, cluster.FetchOptions{})
+		}}
+		if mod != nil {
+			mod(o)
+		}
+	})
+	return c, r, srv, addr
+}
+
+// pipeline sends cmds in one write and returns their replies.
+func pipeline(c *redisConn, cmds ...[]string) []string {
+	var b []byte
+	for _, cmd := range cmds {
+		b = appendCommand(b, cmd...)
+	}
+	c.send(string(b))
+	out := make([]string, len(cmds))
+	for i := range out {
+		out[i] = c.reply()
+	}
+	return out
+}
+
+// keyIn returns a key of the form prefix{N} whose slot is served by addr.
+func keyIn(r *cluster.Router, addr, prefix string, from int) (string, int) {
+	for n := from; ; n++ {
+		k := fmt.Sprintf("%s%d", prefix, n)
+		if a, _ := r.Lookup(int(cluster.Slot([]byte(k)))); a == addr {
+			return k, n
+		}
+	}
+}
+
+func TestClusterRouting(t *testing.T) {
+	for _, shared := range []int{0, 1} {
+		t.Run(fmt.Sprintf("shared=%d", shared), func(t *testing.T) {
+			c, r, srv, addr := startClusterProxy(t, func(o *Options) { o.SharedConns = shared })
+			clusterRouting(t, c, r, srv, addr)
+		})
+	}
+}
+
+func clusterRouting(t *testing.T, c *topology.Cluster, r *cluster.Router, srv *Server, addr string) {
+	ctx := context.Background()
+
+	t.Run("pipeline over every master", func(t *testing.T) {
+		conn := dialRedis(t, addr)
+		var cmds [][]string
+		for i := range 300 {
+			cmds = append(cmds, []string{"SET", "k" + strconv.Itoa(i), "v" + strconv.Itoa(i)})
+			cmds = append(cmds, []string{"GET", "k" + strconv.Itoa(i)})
+		}
+		got := pipeline(conn, cmds...)
+		for i := range 300 {
+			if got[2*i] != "+OK\r\n" || got[2*i+1] != bulk("v"+strconv.Itoa(i)) {
+				t.Fatalf("key %d: %q %q", i, got[2*i], got[2*i+1])
+			}
+		}
+		// Every master holds some of them: the keys really were spread.
+		for _, m := range r.Masters() {
+			if n := doIn(t, m, "0", "DBSIZE"); n == ":0\r\n" {
+				t.Fatalf("master %s holds no key", m)
+			}
+		}
+	})
+
+	t.Run("multi-key commands split and merged", func(t *testing.T) {
+		conn := dialRedis(t, addr)
+		got := pipeline(conn,
+			[]string{"MSET", "a", "1", "b", "2", "c", "3", "d", "4"},
+			[]string{"MGET", "d", "nope", "a", "c", "b"},
+			[]string{"EXISTS", "a", "b", "a", "zz"},
+			[]string{"DEL", "a", "b", "zz"},
+			[]string{"MGET", "a", "b", "c"},
+			[]string{"SUNION", "a", "b"},
+			[]string{"MSET", "{t}x", "1", "{t}y", "2"},
+			[]string{"SUNIONSTORE", "{t}z", "{t}x"},
+		)
+		want := []string{"+OK\r\n", "*5\r\n" + bulk("4") + "$-1\r\n" + bulk("1") + bulk("3") + bulk("2"),
+			":3\r\n", ":2\r\n", "*3\r\n$-1\r\n$-1\r\n" + bulk("3"),
+			"-" + cluster.CrossSlotError + "\r\n", "+OK\r\n", "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n"}
+		for i := range want {
+			if got[i] != want[i] {
+				t.Errorf("reply %d = %q, want %q", i, got[i], want[i])
+			}
+		}
+	})
+
+	t.Run("select", func(t *testing.T) {
+		conn := dialRedis(t, addr)
+		got := pipeline(conn, []string{"SELECT", "1"}, []string{"SELECT", "0"}, []string{"PING"})
+		if got[0] != "-"+errSelectCluster+"\r\n" || got[1] != "+OK\r\n" || got[2] != "+PONG\r\n" {
+			t.Fatalf("got %q", got)
+		}
+	})
+
+	t.Run("transactions", func(t *testing.T) {
+		conn := dialRedis(t, addr)
+		// MULTI alone, then the commands batch by batch: the proxy holds
+		// MULTI until the first key shows where the transaction goes.
+		for _, step := range [][2]string{{"MULTI", "+OK\r\n"}, {"SET {u}a 1", "+QUEUED\r\n"}, {"INCR {u}b", "+QUEUED\r\n"},
+			{"EXEC", "*2\r\n+OK\r\n:1\r\n"}} {
+			if got := conn.do(strings.Fields(step[0])...); got != step[1] {
+				t.Fatalf("%s = %q, want %q", step[0], got, step[1])
+			}
+		}
+		got := pipeline(conn, []string{"MULTI"}, []string{"SET", "{u}a", "2"}, []string{"SET", "{v}a", "2"}, []string{"EXEC"}, []string{"GET", "{u}a"})
+		want := []string{"+OK\r\n", "+QUEUED\r\n", "-" + cluster.CrossSlotError + "\r\n", "-" + errExecAbort + "\r\n", bulk("1")}
+		for i := range want {
+			if got[i] != want[i] {
+				t.Errorf("cross-slot transaction: reply %d = %q, want %q", i, got[i], want[i])
+			}
+		}
+		got = pipeline(conn, []string{"WATCH", "{w}k"}, []string{"MULTI"}, []string{"INCR", "{w}k"}, []string{"EXEC"}, []string{"MULTI"}, []string{"EXEC"})
+		want = []string{"+OK\r\n", "+OK\r\n", "+QUEUED\r\n", "*1\r\n:1\r\n", "+OK\r\n", "*0\r\n"}
+		for i := range want {
+			if got[i] != want[i] {
+				t.Errorf("watch: reply %d = %q, want %q", i, got[i], want[i])
+			}
+		}
+	})
+
+	t.Run("keyspace commands fan out", func(t *testing.T) {
+		conn := dialRedis(t, addr)
+		if got := conn.do("FLUSHALL"); got != "+OK\r\n" {
+			t.Fatalf("FLUSHALL = %q", got)
+		}
+		var want []string
+		for i := range 100 {
+			k := "s" + strconv.Itoa(i)
+			want = append(want, k)
+			conn.do("SET", k, "x")
+		}
+		if got := conn.do("DBSIZE"); got != ":100\r\n" {
+			t.Fatalf("DBSIZE = %q", got)
+		}
+		seen := map[string]bool{}
+		cursor := "0"
+		for range 1000 {
+			conn.send(string(appendCommand(nil, "SCAN", cursor, "COUNT", "7")))
+			reply := conn.reply()
+			parts := strings.Split(reply, "\r\n")
+			cursor = parts[2]
+			for j := 5; j < len(parts); j += 2 {
+				seen[parts[j]] = true
+			}
+			if cursor == "0" {
+				break
+			}
+		}
+		var keys []string
+		for k := range seen {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		sort.Strings(want)
+		if strings.Join(keys, ",") != strings.Join(want, ",") {
+			t.Fatalf("SCAN saw %d keys %v, want %d", len(keys), keys, len(want))
+		}
+		if got := conn.do("KEYS", "s1*"); !strings.HasPrefix(got, "*11\r\n") {
+			t.Fatalf("KEYS s1* = %q", got)
+		}
+	})
+
+	t.Run("moved slot is followed", func(t *testing.T) {
+		conn := dialRedis(t, addr)
+		masters := r.Masters()
+		k, _ := keyIn(r, masters[0], "m", 0)
+		other, _ := keyIn(r, masters[1], "o", 0)
+		conn.do("SET", k, "before")
+		slot := int(cluster.Slot([]byte(k)))
+		if err := c.MoveSlot(ctx, slot, c.NodeByAddr(masters[2])); err != nil {
+			t.Fatal(err)
+		}
+		// The proxy's router still names the old master: it is told by the
+		// MOVED, and the replies stay in order around it.
+		got := pipeline(conn, []string{"SET", other, "1"}, []string{"GET", k}, []string{"INCR", other}, []string{"SET", k, "after"}, []string{"GET", k})
+		want := []string{"+OK\r\n", bulk("before"), ":2\r\n", "+OK\r\n", bulk("after")}
+		for i := range want {
+			if got[i] != want[i] {
+				t.Errorf("reply %d = %q, want %q", i, got[i], want[i])
+			}
+		}
+		if n := testutil.ToFloat64(srv.m.redirects); n < 1 {
+			t.Errorf("%v redirects followed, want at least 1 (the GET of %s; it corrects the router for the rest)", n, k)
+		}
+		if a, _ := r.Lookup(slot); a != masters[2] {
+			t.Errorf("router: slot %d on %s, want %s", slot, a, masters[2])
+		}
+	})
+
+	t.Run("ask during a migration", func(t *testing.T) {
+		conn := dialRedis(t, addr)
+		slot := int(cluster.Slot([]byte("{mig}")))
+		from, _ := r.Lookup(slot)
+		to := r.Masters()[0]
+		if to == from {
+			to = r.Masters()[1]
+		}
+		conn.do("SET", "{mig}a", "1")
+		conn.do("SET", "{mig}b", "2")
+		m, err := c.BeginMigration(ctx, slot, c.NodeByAddr(to))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Move {mig}a only.
+		if err := c.NodeByAddr(from).Client().Do(ctx, "migrate", c.NodeByAddr(to).Host, c.NodeByAddr(to).Port, "{mig}a", 0, 5000).Err(); err != nil {
+			t.Fatal(err)
+		}
+		got := pipeline(conn, []string{"GET", "{mig}a"}, []string{"INCR", "{mig}b"}, []string{"SET", "{mig}c", "3"}, []string{"GET", "{mig}c"}, []string{"GET", "{mig}b"})
+		want := []string{bulk("1"), ":3\r\n", "+OK\r\n", bulk("3"), bulk("3")}
+		for i := range want {
+			if got[i] != want[i] {
+				t.Errorf("reply %d = %q, want %q", i, got[i], want[i])
+			}
+		}
+		if err := m.Finish(ctx); err != nil {
+			t.Fatal(err)
+		}
+		got = pipeline(conn, []string{"MGET", "{mig}a", "{mig}b", "{mig}c"})
+		if got[0] != "*3\r\n"+bulk("1")+bulk("3")+bulk("3") {
+			t.Errorf("after the migration: %q", got[0])
+		}
+	})
+}
