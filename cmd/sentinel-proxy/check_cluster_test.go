@@ -142,12 +142,3 @@ func TestCheckCluster(t *testing.T) {
 		}
 	})
 }
-
-// slotCell is what check's SLOTS column shows for ranges of the topology.
-func slotCell(ranges [][2]int) string {
-	var parts []string
-	for _, r := range ranges {
-		parts = append(parts, fmt.Sprintf("%d-%d", r[0], r[1]))
-	}
-	return strings.Join(parts, ",")
-}
