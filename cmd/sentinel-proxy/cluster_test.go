@@ -18,6 +18,7 @@ import (
 
 	"github.com/sentinel-proxy/sentinel-proxy/config"
 	"github.com/sentinel-proxy/sentinel-proxy/integration/topology"
+	"github.com/sentinel-proxy/sentinel-proxy/proxy/cluster"
 )
 
 // TestClusterGroup runs a cluster group (and no sentinels) against a real
@@ -209,5 +210,23 @@ func waitFor(t *testing.T, d time.Duration, what string, fn func() error) {
 			t.Fatalf("%s: %v", what, err)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestClusterGroupWithoutMap checks what the admin endpoint says of a
+// cluster group whose nodes never answered: not ready, and why.
+func TestClusterGroupWithoutMap(t *testing.T) {
+	r := cluster.NewRouter([]string{unusedAddr(t)}, cluster.RouterOptions{})
+	defer r.Close()
+	g := &group{name: "shop", router: r, nodes: []string{"x:1"}}
+	h := adminHandler(&app{groups: []*group{g}, reloads: newReloadsCounter()})
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "shop (no slot map yet)") {
+		t.Errorf("/readyz = %d %q, want 503 naming shop", rec.Code, rec.Body)
+	}
+	cs := clusterStatusOf(g)
+	if cs.Unassigned != cluster.Slots || len(cs.Shards) != 0 || cs.Shards == nil || cs.MapFrom != "" {
+		t.Errorf("status %+v, want every slot unassigned and no shards", cs)
 	}
 }
