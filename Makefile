@@ -93,7 +93,7 @@ staticcheck: check-go
 	echo "$$sc ./..."; \
 	"$$sc" ./...
 
-demo: deps build ## one-minute failover demo: local Sentinel topology, proxy, live writes/s (DEMO_ARGS=--keep or --manual)
+demo: deps build ## one-minute failover demo: local Sentinel topology, proxy, live writes/s (DEMO_ARGS=--keep, --manual or --cluster)
 	bin/sentinel-proxy dev $(DEMO_ARGS)
 
 bench: deps ## throughput vs direct/HAProxy/twemproxy and memory per idle client (BENCH_TARGETS=… to choose)

@@ -17,7 +17,8 @@ const EnvPrefix = "SENTINEL_PROXY_"
 // secrets: String, fmt verbs, zap and JSON output show them as "REDACTED".
 type Config struct {
 	// Sentinels are the sentinel addresses (host:port, IPv6 as [::1]:26379),
-	// shared by all groups. At least one is required.
+	// shared by all groups. At least one is required when a group has a
+	// MasterName.
 	Sentinels []string `mapstructure:"sentinels"`
 	// SentinelUsername is the ACL user for the sentinels; "" means the
 	// default user.
@@ -132,7 +133,8 @@ type Config struct {
 	// pooled connection of its own. Groups may override it.
 	SharedConnections int `mapstructure:"shared_connections"`
 
-	// Groups are the master groups, each served on its own listen address.
+	// Groups are the master groups (Sentinel or Cluster), each served on
+	// its own listen address.
 	// At least one is required.
 	Groups []Group `mapstructure:"groups"`
 
@@ -143,10 +145,18 @@ type Config struct {
 }
 
 // Group is one master group: the clients that connect to Listen are served by
-// the master the sentinels name MasterName.
+// the master the sentinels name MasterName, or by the masters of the Redis
+// Cluster that ClusterNodes belong to. Exactly one of the two is set.
 type Group struct {
+	// Name names the group in logs, metrics, /status and check; "" means
+	// MasterName, or "cluster" for a cluster group (see Label).
+	Name string `mapstructure:"name"`
 	// MasterName is the name the sentinels monitor the master under.
 	MasterName string `mapstructure:"master_name"`
+	// ClusterNodes are host:port addresses of some nodes of a Redis
+	// Cluster: the seeds the slot map is first read from. Any node will
+	// do; the proxy learns the others from the cluster.
+	ClusterNodes []string `mapstructure:"cluster_nodes"`
 	// Listen is the address clients connect to (host:port; ":6380" means
 	// every interface; port 0 picks a free port, for tests).
 	Listen string `mapstructure:"listen"`
@@ -160,6 +170,25 @@ type Group struct {
 	// to follow shared_connections.
 	Sharing string `mapstructure:"sharing"`
 }
+
+// DefaultClusterName is the name of a cluster group that gives none.
+const DefaultClusterName = "cluster"
+
+// Label is the group's name in logs, metrics, /status and check, and what
+// a reload matches running groups by: Name, else MasterName, else
+// DefaultClusterName for a cluster group.
+func (g Group) Label() string {
+	switch {
+	case g.Name != "":
+		return g.Name
+	case g.MasterName != "" || len(g.ClusterNodes) == 0:
+		return g.MasterName
+	}
+	return DefaultClusterName
+}
+
+// IsCluster reports whether the group is a Redis Cluster (ClusterNodes set).
+func (g Group) IsCluster() bool { return len(g.ClusterNodes) > 0 }
 
 // User is one proxy-side ACL user. Give Password or PasswordSHA256 (the
 // lower-case hex SHA-256 of the password, as Redis ACL's #<hash>), not both.

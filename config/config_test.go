@@ -70,6 +70,18 @@ func TestDefault(t *testing.T) {
 	}
 }
 
+// clusterGroups has two cluster groups, one of them with the default name,
+// and a Sentinel group, but no sentinels.
+const clusterGroups = `
+groups:
+  - name: shop
+    cluster_nodes: ["s:1", " s:2 "]
+    listen: ":6381"
+  - cluster_nodes: [a:1]
+    listen: ":6380"
+  - {master_name: cache, listen: ":6382"}
+`
+
 const twoGroups = `
 sentinels: ["10.0.0.1:26379", "[::1]:26379", "sentinel-3:26379"]
 sentinel_password: file-secret
@@ -231,6 +243,44 @@ func TestLoad(t *testing.T) {
 			want: fileConfig,
 		},
 		{
+			name: "cluster quick form from flags needs no sentinels",
+			args: []string{"--cluster-nodes", "10.0.1.1:7000, 10.0.1.2:7000,", "--listen", ":6380"},
+			want: with(func(c *Config) {
+				c.Groups = []Group{{ClusterNodes: []string{"10.0.1.1:7000", "10.0.1.2:7000"}, Listen: ":6380"}}
+			}),
+		},
+		{
+			name: "cluster quick form from env",
+			env:  map[string]string{"SENTINEL_PROXY_CLUSTER_NODES": "a:1,b:2", "SENTINEL_PROXY_LISTEN": ":6380"},
+			want: with(func(c *Config) { c.Groups = []Group{{ClusterNodes: []string{"a:1", "b:2"}, Listen: ":6380"}} }),
+		},
+		{
+			name: "cluster quick form replaces the file's group called cluster",
+			file: clusterGroups,
+			args: []string{"--cluster-nodes", "c:3", "--listen", ":7000"},
+			want: with(func(c *Config) {
+				c.Groups = []Group{
+					{Name: "shop", ClusterNodes: []string{"s:1", "s:2"}, Listen: ":6381"},
+					{ClusterNodes: []string{"c:3"}, Listen: ":7000"},
+					{MasterName: "cache", Listen: ":6382"},
+				}
+			}),
+		},
+		{
+			name: "cluster quick form is added when the file has no group called cluster",
+			file: twoGroups,
+			args: []string{"--cluster-nodes", "c:3", "--listen", ":7000"},
+			want: with(func(c *Config) {
+				*c = fileConfig
+				c.Groups = append(c.Groups, Group{ClusterNodes: []string{"c:3"}, Listen: ":7000"})
+			}),
+		},
+		{
+			name: "master name and cluster nodes together make one group, for Validate to report",
+			args: []string{"--master-name", "m", "--cluster-nodes", "c:3", "--listen", ":7000"},
+			want: with(func(c *Config) { c.Groups = []Group{{MasterName: "m", ClusterNodes: []string{"c:3"}, Listen: ":7000"}} }),
+		},
+		{
 			name: "listen alone adds a group without a name, for Validate to report",
 			args: []string{"--listen", ":6380"},
 			want: with(func(c *Config) { c.Groups = []Group{{MasterName: "", Listen: ":6380"}} }),
@@ -331,7 +381,7 @@ func TestExampleFile(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatalf("example.yaml does not validate: %v", err)
 	}
-	if len(c.Groups) != 2 || len(c.Sentinels) != 3 || c.LogFormat != "json" {
+	if len(c.Groups) != 3 || len(c.Sentinels) != 3 || c.LogFormat != "json" || c.Groups[2].Label() != "shop" || len(c.Groups[2].ClusterNodes) != 3 {
 		t.Fatalf("example.yaml not read as written: %s", c)
 	}
 	// The example documents every setting, so operators can copy from it.
@@ -342,6 +392,11 @@ func TestExampleFile(t *testing.T) {
 	eachSetting(reflect.ValueOf(c), func(key string, _ reflect.Value, _ reflect.StructField) {
 		if !strings.Contains(string(text), "\n"+key+":") {
 			t.Errorf("example.yaml lacks key %q", key)
+		}
+	})
+	eachSetting(reflect.ValueOf(c.Groups[0]), func(key string, _ reflect.Value, _ reflect.StructField) {
+		if !strings.Contains(string(text), " "+key+":") {
+			t.Errorf("example.yaml lacks group key %q", key)
 		}
 	})
 }
@@ -360,5 +415,23 @@ func TestStringRoundTrip(t *testing.T) {
 	}
 	if !reflect.DeepEqual(in, out) {
 		t.Fatalf("round trip changed the config:\n%s\nbecame\n%s", in, out)
+	}
+}
+
+func TestGroupLabel(t *testing.T) {
+	tests := []struct {
+		g    Group
+		want string
+	}{
+		{Group{MasterName: "mymaster"}, "mymaster"},
+		{Group{Name: "sessions", MasterName: "mymaster"}, "sessions"},
+		{Group{ClusterNodes: []string{"a:1"}}, DefaultClusterName},
+		{Group{Name: "shop", ClusterNodes: []string{"a:1"}}, "shop"},
+		{Group{Listen: ":6380"}, ""},
+	}
+	for _, tt := range tests {
+		if got := tt.g.Label(); got != tt.want {
+			t.Errorf("%+v.Label() = %q, want %q", tt.g, got, tt.want)
+		}
 	}
 }

@@ -19,6 +19,9 @@ func FuzzLoadFile(f *testing.F) {
 		twoGroups,
 		"sentinels: \"a:1, b:2\"\ngroups: [{master_name: m, listen: ':1'}]\n",
 		"hold_timeout: 5\ngroups: [{master_name: m, lisen: x}]\n",
+		"groups: [{name: shop, cluster_nodes: [\"a:1\", b], listen: ':1'}]\n",
+		"groups: [{name: shop, cluster_nodes: [\"a:1\", \"[::1]:2\"], listen: ':1'}, {cluster_nodes: [c:3], listen: ':2'}]\n",
+		clusterGroups,
 		"sentinel_username: \"\\x80\\u00e9\"\n",
 		"",
 	} {

@@ -21,10 +21,11 @@ var ErrHelp = errors.New("help requested")
 // Flags that are not settings of Config: they have no file key, and Load
 // reads them from the flag set rather than through viper.
 const (
-	flagConfig     = "config"
-	flagHelp       = "help"
-	flagListen     = "listen"
-	flagMasterName = "master-name"
+	flagConfig       = "config"
+	flagHelp         = "help"
+	flagListen       = "listen"
+	flagMasterName   = "master-name"
+	flagClusterNodes = "cluster-nodes"
 )
 
 // Load builds a Config from args (without the program name), the environment
@@ -36,6 +37,9 @@ const (
 // --listen and --master-name (or their environment variables) are the quick
 // form of one group: if the file has a group with that master name, --listen
 // replaces its listen address; otherwise the group is appended to the file's.
+// --cluster-nodes is the quick form of a cluster group, named "cluster": if
+// the file has a cluster group of that name, the flags replace its nodes and
+// listen address; otherwise the group is appended.
 //
 // Load fails on what it cannot decode (bad flags, unreadable file, a value of
 // the wrong type). It does not validate: unknown keys and the like are kept
@@ -99,7 +103,7 @@ func Load(args []string, getenv func(string) string) (Config, error) {
 	var bindErr error
 	fs.VisitAll(func(f *pflag.Flag) {
 		switch f.Name {
-		case flagConfig, flagHelp, flagListen, flagMasterName:
+		case flagConfig, flagHelp, flagListen, flagMasterName, flagClusterNodes:
 			return
 		}
 		bindErr = errors.Join(bindErr, v.BindPFlag(strings.ReplaceAll(f.Name, "-", "_"), f))
@@ -115,7 +119,10 @@ func Load(args []string, getenv func(string) string) (Config, error) {
 	}
 	name, _ := fs.GetString(flagMasterName)
 	listen, _ := fs.GetString(flagListen)
-	c.Groups = withQuickGroup(c.Groups, strings.TrimSpace(name), strings.TrimSpace(listen))
+	nodes, _ := fs.GetStringSlice(flagClusterNodes)
+	c.Groups = withQuickGroup(c.Groups, Group{
+		MasterName: strings.TrimSpace(name), Listen: strings.TrimSpace(listen), ClusterNodes: cleanList(nodes),
+	})
 	c.Sentinels = cleanList(c.Sentinels)
 	c.LogLevel = strings.ToLower(strings.TrimSpace(c.LogLevel))
 	c.LogFormat = strings.ToLower(strings.TrimSpace(c.LogFormat))
@@ -128,6 +135,7 @@ func Load(args []string, getenv func(string) string) (Config, error) {
 	for i := range c.Groups {
 		g := &c.Groups[i]
 		g.CommandPolicy = strings.ToLower(strings.TrimSpace(g.CommandPolicy))
+		g.ClusterNodes = cleanList(g.ClusterNodes)
 		g.AllowCommands = lowerList(g.AllowCommands)
 		g.DenyCommands = lowerList(g.DenyCommands)
 	}
@@ -141,13 +149,16 @@ func Usage() string {
 	var b strings.Builder
 	b.WriteString(`Usage:
   sentinel-proxy --listen ADDR --master-name NAME --sentinels HOST:PORT[,HOST:PORT...] [flags]
+  sentinel-proxy --listen ADDR --cluster-nodes HOST:PORT[,HOST:PORT...] [flags]
   sentinel-proxy --config FILE [flags]
   sentinel-proxy check --config FILE [flags]   check the configuration against the live sentinels
   sentinel-proxy health [--url URL]            probe the admin endpoint (container health checks)
   sentinel-proxy dev [--keep|--manual]         local throwaway topology with a failover demo
+  sentinel-proxy dev --cluster                 local throwaway Redis Cluster behind the proxy
 
 Serves Redis clients on a fixed address and forwards their commands to the
-master that Redis Sentinel currently names, following failovers.
+master that Redis Sentinel currently names, following failovers, or to the
+masters of a Redis Cluster by the slot of their keys.
 
 Flags:
 `)
@@ -160,18 +171,23 @@ SENTINEL_PROXY_SENTINELS=10.0.0.1:26379,10.0.0.2:26379). Empty variables are
 ignored. Durations use Go syntax: 500ms, 5s, 1m.
 
 The config file (YAML) takes the same settings with underscores
-(hold_timeout: 5s), except --config, --listen and --master-name; its master
-groups share the sentinels:
+(hold_timeout: 5s), except --config, --listen, --master-name and
+--cluster-nodes; its master groups share the sentinels, and a group with
+cluster_nodes instead of master_name is a Redis Cluster (name: names it in
+logs, metrics and /status; "cluster" when left out):
 
   sentinels: [10.0.0.1:26379, 10.0.0.2:26379]
   groups:
     - {master_name: sessions, listen: "127.0.0.1:6380"}
     - {master_name: cache, listen: "127.0.0.1:6381"}
+    - {name: shop, cluster_nodes: ["10.0.1.1:7000", "10.0.1.2:7000"], listen: "127.0.0.1:6382"}
 
 Precedence: flags given on the command line, then the environment, then the
 file, then the defaults. With a config file, --master-name and --listen name
 one group: if the file has a group with that master name, --listen replaces
 its listen address; otherwise the group is added to the file's groups.
+--cluster-nodes with --listen does the same for a cluster group named
+"cluster".
 Unknown keys in the file are errors, and all problems are reported at once.
 `)
 	return b.String()
@@ -189,6 +205,7 @@ func newFlagSet() *pflag.FlagSet {
 	fs.String(flagConfig, "", "YAML config `file` (several master groups, every setting)")
 	fs.String(flagListen, "", "quick form: `address` clients connect to, e.g. 127.0.0.1:6380")
 	fs.String(flagMasterName, "", "quick form: master `name` as the sentinels monitor it, e.g. mymaster")
+	fs.StringSlice(flagClusterNodes, nil, "quick form: Redis Cluster node `addresses` host:port, comma-separated (instead of --master-name; no sentinels needed)")
 	fs.StringSlice("sentinels", d.Sentinels, "sentinel `addresses` host:port, comma-separated or repeated (IPv6 as [::1]:26379)")
 	fs.String("sentinel-username", d.SentinelUsername, "ACL `user` for the sentinels")
 	fs.String("sentinel-password", d.SentinelPassword, "`password` for the sentinels (prefer the environment: flags show in ps)")
@@ -236,24 +253,29 @@ func envName(key string) string {
 	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(key, "-", "_"))
 }
 
-// withQuickGroup applies the quick form (--master-name, --listen) to the
-// groups from the file; see Load. A half-given quick form still adds a group,
-// so that Validate names what is missing.
-func withQuickGroup(groups []Group, name, listen string) []Group {
-	if name == "" && listen == "" {
+// withQuickGroup applies the quick form (--master-name or --cluster-nodes,
+// and --listen) to the groups from the file; see Load. A half-given quick
+// form still adds a group, so that Validate names what is missing.
+func withQuickGroup(groups []Group, q Group) []Group {
+	if q.MasterName == "" && q.Listen == "" && !q.IsCluster() {
 		return groups
 	}
-	if name != "" {
-		for i := range groups {
-			if groups[i].MasterName == name {
-				if listen != "" {
-					groups[i].Listen = listen
-				}
-				return groups
-			}
+	for i := range groups {
+		g := &groups[i]
+		same := q.MasterName != "" && !q.IsCluster() && g.MasterName == q.MasterName ||
+			q.MasterName == "" && q.IsCluster() && g.IsCluster() && g.Label() == DefaultClusterName
+		if !same {
+			continue
 		}
+		if q.Listen != "" {
+			g.Listen = q.Listen
+		}
+		if q.IsCluster() {
+			g.ClusterNodes = q.ClusterNodes
+		}
+		return groups
 	}
-	return append(groups, Group{MasterName: name, Listen: listen})
+	return append(groups, q)
 }
 
 // lowerList is cleanList in lower case.
@@ -291,8 +313,8 @@ func checkKeys(m map[string]any, t reflect.Type, prefix string) []string {
 	for _, k := range slices.Sorted(maps.Keys(m)) {
 		ft, ok := fields[k]
 		switch {
-		case !ok && prefix == "" && (k == "listen" || k == "master_name"):
-			p = append(p, fmt.Sprintf("key %q belongs in a group: groups: [{master_name: NAME, listen: ADDR}]", k))
+		case !ok && prefix == "" && (k == "listen" || k == "master_name" || k == "cluster_nodes"):
+			p = append(p, fmt.Sprintf("key %q belongs in a group: groups: [{master_name: NAME, listen: ADDR}] or [{cluster_nodes: [HOST:PORT], listen: ADDR}]", k))
 		case !ok:
 			p = append(p, fmt.Sprintf("unknown key %q%s", prefix+k, suggest(k, slices.Collect(maps.Keys(fields)))))
 		case ft == reflect.TypeFor[time.Duration]():

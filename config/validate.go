@@ -32,7 +32,9 @@ func (c Config) Validate() error {
 	p := slices.Clone(c.problems)
 	add := func(format string, args ...any) { p = append(p, fmt.Sprintf(format, args...)) }
 
-	if len(c.Sentinels) == 0 {
+	// Cluster groups need no sentinels; a configuration without groups
+	// is told about both.
+	if len(c.Sentinels) == 0 && (len(c.Groups) == 0 || slices.ContainsFunc(c.Groups, func(g Group) bool { return g.MasterName != "" })) {
 		add("sentinels: none given; set --sentinels, %sSENTINELS or sentinels in the config file", EnvPrefix)
 	}
 	firstSentinel := make(map[string]int)
@@ -98,7 +100,7 @@ func (c Config) checkListeners() []string {
 	add := func(format string, args ...any) { p = append(p, fmt.Sprintf(format, args...)) }
 
 	if len(c.Groups) == 0 {
-		add("groups: none given; set --master-name and --listen, or groups in the config file")
+		add("groups: none given; set --master-name (or --cluster-nodes) and --listen, or groups in the config file")
 	}
 	var ls []listener
 	if c.Admin != "" {
@@ -111,18 +113,22 @@ func (c Config) checkListeners() []string {
 	}
 	firstName := make(map[string]int)
 	for i, g := range c.Groups {
-		what := fmt.Sprintf("groups[%d] (%s)", i, g.MasterName)
-		switch {
-		case g.MasterName == "":
+		what := fmt.Sprintf("groups[%d] (%s)", i, g.Label())
+		if g.Label() == "" {
 			what = fmt.Sprintf("groups[%d] (listen %s)", i, g.Listen)
-			add("%s: master_name is empty (--master-name)", what)
-		case strings.ContainsFunc(g.MasterName, func(r rune) bool { return unicode.IsSpace(r) || !unicode.IsPrint(r) }):
-			add("groups[%d]: master_name %q contains spaces or control characters", i, g.MasterName)
+		}
+		p = append(p, checkBackend(what, g)...)
+		switch name := g.Label(); {
+		case name == "":
+		case badName(name) && g.Name != "":
+			add("groups[%d]: name %q contains spaces or control characters", i, name)
+		case badName(name):
+			add("groups[%d]: master_name %q contains spaces or control characters", i, name)
 		default:
-			if j, dup := firstName[g.MasterName]; dup {
-				add("%s: master_name is the same as groups[%d]", what, j)
+			if j, dup := firstName[name]; dup {
+				add("%s: %s", what, sameName(g, j))
 			} else {
-				firstName[g.MasterName] = i
+				firstName[name] = i
 			}
 		}
 		if g.Listen == "" {
@@ -146,6 +152,52 @@ func (c Config) checkListeners() []string {
 		}
 	}
 	return p
+}
+
+// checkBackend checks that g has exactly one of master_name and
+// cluster_nodes, and its cluster nodes' addresses.
+func checkBackend(what string, g Group) []string {
+	var p []string
+	add := func(format string, args ...any) { p = append(p, fmt.Sprintf(format, args...)) }
+	switch {
+	case g.MasterName == "" && !g.IsCluster():
+		add("%s: neither master_name (--master-name) nor cluster_nodes (--cluster-nodes) is set", what)
+	case g.MasterName != "" && g.IsCluster():
+		add("%s: both master_name and cluster_nodes are set; a group is a Sentinel master or a Redis Cluster, not both", what)
+	case badName(g.MasterName) && g.Name != "":
+		add("%s: master_name %q contains spaces or control characters", what, g.MasterName)
+	}
+	first := make(map[string]int)
+	for j, n := range g.ClusterNodes {
+		if err := checkAddr(n, false); err != nil {
+			add("%s: cluster_nodes[%d]: %v", what, j, err)
+			continue
+		}
+		if k, dup := first[strings.ToLower(n)]; dup {
+			add("%s: cluster_nodes[%d]: %q is the same as cluster_nodes[%d]", what, j, n, k)
+			continue
+		}
+		first[strings.ToLower(n)] = j
+	}
+	return p
+}
+
+// badName reports whether a group or master name has spaces or control
+// characters, which would garble logs and metric labels.
+func badName(name string) bool {
+	return strings.ContainsFunc(name, func(r rune) bool { return unicode.IsSpace(r) || !unicode.IsPrint(r) })
+}
+
+// sameName words a group name already used by groups[j], naming the key
+// the name came from.
+func sameName(g Group, j int) string {
+	switch {
+	case g.Name != "":
+		return fmt.Sprintf("name is the same as groups[%d]", j)
+	case g.MasterName != "":
+		return fmt.Sprintf("master_name is the same as groups[%d]", j)
+	}
+	return fmt.Sprintf("a cluster group without a name is called %q, as groups[%d] is; give each cluster group a name of its own (name: ...)", DefaultClusterName, j)
 }
 
 // conflicts reports whether l and o cannot both be bound: same port, and the

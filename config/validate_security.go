@@ -87,9 +87,9 @@ func (c Config) checkSecurity() []string {
 
 	p = append(p, checkPolicy("", c.CommandPolicy, c.AllowCommands, c.DenyCommands, false)...)
 	for i, g := range c.Groups {
-		p = append(p, checkPolicy(fmt.Sprintf("groups[%d] (%s).", i, g.MasterName), g.CommandPolicy, g.AllowCommands, g.DenyCommands, true)...)
+		p = append(p, checkPolicy(fmt.Sprintf("groups[%d] (%s).", i, g.Label()), g.CommandPolicy, g.AllowCommands, g.DenyCommands, true)...)
 		if g.CommandPolicy == "allow" && len(g.AllowCommands) == 0 && len(c.AllowCommands) == 0 {
-			add("groups[%d] (%s): command_policy allow with no allow_commands refuses everything", i, g.MasterName)
+			add("groups[%d] (%s): command_policy allow with no allow_commands refuses everything", i, g.Label())
 		}
 	}
 
@@ -107,7 +107,7 @@ func (c Config) checkSecurity() []string {
 	}
 	for i, g := range c.Groups {
 		if g.Sharing != "" && g.Sharing != "on" && g.Sharing != "off" {
-			add("groups[%d] (%s).sharing: %q is not on, off or empty", i, g.MasterName, g.Sharing)
+			add("groups[%d] (%s).sharing: %q is not on, off or empty", i, g.Label(), g.Sharing)
 		}
 	}
 	if c.PubSubOutputLimit < 0 {

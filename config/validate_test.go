@@ -25,6 +25,15 @@ func TestValidateAccepts(t *testing.T) {
 		{"ipv6 and host names", func(c *Config) {
 			c.Sentinels = []string{"[::1]:26379", "[fe80::1%eth0]:26379", "sentinel-1.example.com:26379", "redis_sentinel_1:26379", "localhost.:1"}
 		}},
+		{"cluster group without sentinels", func(c *Config) {
+			c.Sentinels = nil
+			c.Groups = []Group{{ClusterNodes: []string{"10.0.1.1:7000", "[::1]:7001", "redis-node-3:7000"}, Listen: ":6380"}}
+		}},
+		{"sentinel and named cluster groups", func(c *Config) {
+			c.Groups = append(c.Groups,
+				Group{Name: "shop", ClusterNodes: []string{"10.0.1.1:7000"}, Listen: ":6381"},
+				Group{ClusterNodes: []string{"10.0.2.1:7000"}, Listen: ":6382"})
+		}},
 		{"wildcard and ipv6 listen", func(c *Config) {
 			c.Groups = []Group{{MasterName: "a", Listen: ":6380"}, {MasterName: "b", Listen: "[::1]:6381"}, {MasterName: "c", Listen: "0.0.0.0:6382"}}
 		}},
@@ -80,7 +89,32 @@ func TestValidateRejects(t *testing.T) {
 		{"bad sharing", func(c *Config) { c.Groups[0].Sharing = "maybe" }, `groups[0] (mymaster).sharing: "maybe" is not on, off or empty`},
 		{"zero query", func(c *Config) { c.QueryTimeout = 0 }, "query_timeout: must be greater than 0"},
 		{"no groups", func(c *Config) { c.Groups = nil }, "groups: none given"},
-		{"empty master name", func(c *Config) { c.Groups = []Group{{MasterName: "", Listen: ":6380"}} }, "groups[0] (listen :6380): master_name is empty"},
+		{"empty master name", func(c *Config) { c.Groups = []Group{{MasterName: "", Listen: ":6380"}} },
+			"groups[0] (listen :6380): neither master_name (--master-name) nor cluster_nodes (--cluster-nodes) is set"},
+		{"master name and cluster nodes", func(c *Config) { c.Groups[0].ClusterNodes = []string{"10.0.1.1:7000"} },
+			"groups[0] (mymaster): both master_name and cluster_nodes are set"},
+		{"bad cluster node", func(c *Config) {
+			c.Groups = []Group{{ClusterNodes: []string{"10.0.1.1:7000", "10.0.1.2"}, Listen: ":6380"}}
+		},
+			`groups[0] (cluster): cluster_nodes[1]: "10.0.1.2": missing port`},
+		{"cluster node port 0", func(c *Config) { c.Groups = []Group{{ClusterNodes: []string{"10.0.1.1:0"}, Listen: ":6380"}} },
+			`groups[0] (cluster): cluster_nodes[0]: "10.0.1.1:0": port 0 is not a valid destination`},
+		{"duplicate cluster node", func(c *Config) {
+			c.Groups = []Group{{Name: "shop", ClusterNodes: []string{"node-1:7000", "NODE-1:7000"}, Listen: ":6380"}}
+		}, `groups[0] (shop): cluster_nodes[1]: "NODE-1:7000" is the same as cluster_nodes[0]`},
+		{"two unnamed cluster groups", func(c *Config) {
+			c.Groups = []Group{{ClusterNodes: []string{"a:1"}, Listen: ":1"}, {ClusterNodes: []string{"b:1"}, Listen: ":2"}}
+		}, `groups[1] (cluster): a cluster group without a name is called "cluster", as groups[0] is; give each cluster group a name of its own`},
+		{"name clashes with a master name", func(c *Config) {
+			c.Groups = append(c.Groups, Group{Name: "mymaster", ClusterNodes: []string{"a:1"}, Listen: ":2"})
+		},
+			"groups[1] (mymaster): name is the same as groups[0]"},
+		{"name with space", func(c *Config) { c.Groups = []Group{{Name: "my shop", ClusterNodes: []string{"a:1"}, Listen: ":1"}} },
+			`groups[0]: name "my shop" contains spaces`},
+		{"sentinel group without sentinels beside a cluster group", func(c *Config) {
+			c.Sentinels = nil
+			c.Groups = append(c.Groups, Group{ClusterNodes: []string{"a:1"}, Listen: ":2"})
+		}, "sentinels: none given"},
 		{"master name with space", func(c *Config) { c.Groups = []Group{{MasterName: "my master", Listen: ":6380"}} }, `groups[0]: master_name "my master" contains spaces`},
 		{"empty listen", func(c *Config) { c.Groups = []Group{{MasterName: "m", Listen: ""}} }, "groups[0] (m): listen is empty"},
 		{"bad listen", func(c *Config) { c.Groups = []Group{{MasterName: "m", Listen: "6380"}} }, `groups[0] (m): listen: "6380": missing port`},
@@ -136,7 +170,7 @@ func TestValidateReportsAll(t *testing.T) {
 		"hold_timeout: -1s is negative",
 		"poll_interval: must be greater than 0",
 		"drain_timeout: -1m0s is negative",
-		"groups[0] (listen 127.0.0.1:6380): master_name is empty",
+		"groups[0] (listen 127.0.0.1:6380): neither master_name (--master-name) nor cluster_nodes (--cluster-nodes) is set",
 		`groups[1] (m): listen: "x": missing port`,
 		"groups[2] (m): master_name is the same as groups[1]",
 		"groups[0] (listen 127.0.0.1:6380): listen address 127.0.0.1:6380 is also used by admin",
@@ -164,6 +198,7 @@ hold_timout: 3s
 poll_interval: 2
 drain_timeout: 0
 listen: ":6380"
+cluster_nodes: ["a:1"]
 tls: {cert: x.pem}
 groups:
   - master_name: m
@@ -182,6 +217,7 @@ groups:
 		`unknown key "hold_timout" (did you mean "hold_timeout"?)`,
 		`poll_interval: 2 has no unit`,
 		`key "listen" belongs in a group`,
+		`key "cluster_nodes" belongs in a group: groups: [{master_name: NAME, listen: ADDR}] or [{cluster_nodes: [HOST:PORT], listen: ADDR}]`,
 		`unknown key "tls"`,
 		`unknown key "groups[0].lisen" (did you mean "listen"?)`,
 		`groups[0] (m): listen is empty`,

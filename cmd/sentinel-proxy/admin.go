@@ -52,6 +52,12 @@ func adminHandler(a *app) http.Handler {
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		var missing, notes []string
 		for _, g := range a.snapshot() {
+			if g.router != nil {
+				if ok, reason := clusterReady(g.router); !ok {
+					missing = append(missing, fmt.Sprintf("%s (%s)", g.name, reason))
+				}
+				continue
+			}
 			st := g.watcher.Status()
 			switch {
 			case !st.Ready():
@@ -106,6 +112,10 @@ func (c groupsCollector) Collect(ch chan<- prometheus.Metric) {
 		for _, col := range g.server.Collectors() {
 			col.Collect(ch)
 		}
+		if g.router != nil {
+			collectCluster(g, ch)
+			continue
+		}
 		st := g.watcher.Status()
 		gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, append([]string{g.name}, labels...)...)
@@ -148,6 +158,7 @@ type statusJSON struct {
 
 type groupStatus struct {
 	Name               string           `json:"name"`
+	Kind               string           `json:"kind"` // "sentinel" or "cluster"
 	Listen             string           `json:"listen"`
 	Ready              bool             `json:"ready"`
 	Master             string           `json:"master"`
@@ -165,6 +176,9 @@ type groupStatus struct {
 	ClientsParked      int              `json:"clients_parked"`
 	ClientsAccepted    uint64           `json:"clients_accepted"`
 	Pool               poolStatus       `json:"backend_pool"`
+	// Cluster is a cluster group's slot map; the Sentinel fields above
+	// are then empty.
+	Cluster *clusterStatus `json:"cluster,omitempty"`
 }
 
 type eventStatus struct {
@@ -205,10 +219,20 @@ func timePtr(t time.Time) *time.Time {
 func statusOf(a *app) statusJSON {
 	var out statusJSON
 	for _, g := range a.snapshot() {
-		st := g.watcher.Status()
 		ss := g.server.Stats()
+		if g.router != nil {
+			ready, reason := clusterReady(g.router)
+			out.Groups = append(out.Groups, groupStatus{
+				Name: g.name, Kind: "cluster", Listen: g.addr, Ready: ready, Error: reason,
+				Clients: ss.Clients, ClientsParked: ss.Parked, ClientsAccepted: ss.Accepted,
+				Pool:    poolStatus{Open: ss.Pool.Open, Idle: ss.Pool.Idle, Pinned: ss.Pinned, Dials: ss.Pool.Dials},
+				Cluster: clusterStatusOf(g),
+			})
+			continue
+		}
+		st := g.watcher.Status()
 		gs := groupStatus{
-			Name: g.name, Listen: g.addr, Ready: st.Ready(), Master: st.Master,
+			Name: g.name, Kind: "sentinel", Listen: g.addr, Ready: st.Ready(), Master: st.Master,
 			Epoch: st.LastVerified.Epoch, VerifiedAt: timePtr(st.LastVerified.VerifiedAt), HighestEpoch: st.HighestEpoch,
 			FailoverInProgress: st.FailoverInProgress, FailoverSince: timePtr(st.FailoverSince), FailoverReason: st.FailoverReason,
 			Blind: st.Blind, Error: st.Error,

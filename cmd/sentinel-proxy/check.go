@@ -26,7 +26,10 @@ const checkUsage = `Usage:
 Validates the configuration, asks every sentinel about every master group
 (GET-MASTER-ADDR-BY-NAME, SENTINEL MASTER, SENTINEL REPLICAS), checks ROLE on
 the master each one names with the backend credentials, and prints a table per
-group. Exit status 0 when everything is fine, 1 when a problem was found, 2
+group. For a cluster group (cluster_nodes) it reads the slot map from the
+nodes (CLUSTER SHARDS, or CLUSTER SLOTS before Redis 7) and prints each
+shard's master, slot ranges, ROLE (asked directly) and the replicas ROLE
+lists; unassigned slots are a problem. Exit status 0 when everything is fine, 1 when a problem was found, 2
 when the configuration is invalid. It takes the same flags, environment and
 file as the proxy itself:
 
@@ -66,6 +69,10 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	results := make([]groupResult, len(cfg.Groups))
 	var wg sync.WaitGroup
 	for i, g := range cfg.Groups {
+		if g.IsCluster() {
+			wg.Go(func() { results[i] = checkCluster(ctx, cfg, tlsSet, g) })
+			continue
+		}
 		wg.Go(func() { results[i] = checkGroup(ctx, cfg, tlsSet, g) })
 	}
 	wg.Wait()
@@ -90,8 +97,9 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 type groupResult struct {
 	name, listen string
 	rows         []checkRow
-	problems     []string // every problem of the group, rows' included
-	summary      string   // one line when there is no problem
+	problems     []string       // every problem of the group, rows' included
+	summary      string         // one line when there is no problem
+	cluster      *clusterResult // a cluster group's table, in place of rows
 }
 
 // checkRow is one sentinel's line in the table.
@@ -109,7 +117,7 @@ type roleVerdict struct {
 // checkGroup asks every sentinel about g, then checks ROLE on every master
 // address they name.
 func checkGroup(ctx context.Context, cfg config.Config, tlsSet *tlsSet, g config.Group) groupResult {
-	res := groupResult{name: g.MasterName, listen: g.Listen}
+	res := groupResult{name: g.Label(), listen: g.Listen}
 	o := watcherOptions(cfg, g.MasterName, tlsSet)
 	reports, err := sentinel.Inspect(ctx, o)
 	if err != nil {
@@ -309,6 +317,11 @@ func disagreement(answers []sentinel.Report, key func(sentinel.Report) string) s
 
 // print writes the group's table, its group-level problems and a verdict.
 func (r groupResult) print(w io.Writer) {
+	if r.cluster != nil {
+		fmt.Fprintf(w, "group %s (listen %s, Redis Cluster)\n", r.name, r.listen)
+		r.printRest(w, r.cluster.print(w))
+		return
+	}
 	fmt.Fprintf(w, "group %s (listen %s)\n", r.name, r.listen)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "  SENTINEL\tMASTER\tEPOCH\tROLE VERIFIED\tREPLICAS\tPROBLEMS")
@@ -322,7 +335,12 @@ func (r groupResult) print(w io.Writer) {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", row.sentinel, row.master, row.epoch, row.role, row.replicas, probs)
 	}
 	_ = tw.Flush() // w's errors (a closed stdout) have nowhere better to go
-	// Row problems are in the table; the rest are the group's own.
+	r.printRest(w, rowProblems)
+}
+
+// printRest writes the group-level problems (those after the first
+// rowProblems, which the table shows) and the verdict.
+func (r groupResult) printRest(w io.Writer, rowProblems int) {
 	for _, p := range r.problems[rowProblems:] {
 		fmt.Fprintf(w, "  problem: %s\n", p)
 	}

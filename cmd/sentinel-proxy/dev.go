@@ -26,6 +26,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 	admin := fs.String("admin", "127.0.0.1:9121", "admin HTTP address (\"\" = off)")
 	manual := fs.Bool("manual", false, "no scripted demo: start everything, print how to connect and run until Ctrl-C")
 	keep := fs.Bool("keep", false, "after the scripted demo, keep everything running until Ctrl-C")
+	clusterMode := fs.Bool("cluster", false, "a throwaway Redis Cluster (3 masters, 3 replicas) behind the proxy instead of Sentinel; no scripted demo: print how to connect and run until Ctrl-C")
 	var dc demoConfig
 	fs.DurationVar(&dc.Steady, "steady", 10*time.Second, "demo: writes before the planned failover (SENTINEL FAILOVER)")
 	fs.DurationVar(&dc.KillAfter, "kill-after", 15*time.Second, "demo: time from the planned failover to the kill -9 of the master (0 = no kill)")
@@ -41,7 +42,10 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 			"proxy while the demo fails the master over (SENTINEL FAILOVER) and later\n"+
 			"kills it (kill -9), printing writes/s, errors and the master every second,\n"+
 			"and checks at the end that no acknowledged write was lost. Ctrl-C stops\n"+
-			"everything at any time.\n\n")
+			"everything at any time.\n\n"+
+			"With --cluster it starts a Redis Cluster of 3 masters and 3 replicas instead\n"+
+			"(redis-server and redis-cli from PATH), puts the proxy in front as one cluster\n"+
+			"group, prints the addresses and runs until Ctrl-C.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -49,6 +53,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 			return nil
 		}
 		return usageError{err}
+	}
+	if *clusterMode {
+		return runDevCluster(ctx, *listen, *admin, fs.Args(), stdout, stderr, getenv)
 	}
 	if !*manual {
 		if err := dc.validate(); err != nil {

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // devLine is one per-second line of the demo.
@@ -175,4 +177,83 @@ func (r *readableBuffer) String() string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.b.String()
+}
+
+// TestDevCluster runs `dev --cluster` until its addresses are printed: the
+// nodes answer, the proxy answers PING and routes SET and GET of keys of
+// every shard; after Ctrl-C nothing it started still listens.
+func TestDevCluster(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	runCtx, interrupt := context.WithCancel(ctx)
+	defer interrupt()
+	stdout := &readableBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		done <- run(runCtx, []string{"dev", "--cluster", "--listen", "127.0.0.1:0", "--admin", "", "--", "--log-level", "warn"},
+			stdout, &readableBuffer{}, noEnv)
+	}()
+	proxyLine := regexp.MustCompile(`(?m)^  proxy:\s+(\S+)\s+\(group cluster\)$`)
+	deadline := time.Now().Add(90 * time.Second)
+	for !proxyLine.MatchString(stdout.String()) {
+		select {
+		case err := <-done:
+			t.Fatalf("dev --cluster ended before printing the addresses: %v\n%s", err, stdout.String())
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no addresses after 90 s:\n%s", stdout.String())
+		}
+	}
+	text := stdout.String()
+	t.Logf("stdout:\n%s", text)
+	proxyAddr := proxyLine.FindStringSubmatch(text)[1]
+	nodesLine := regexp.MustCompile(`(?m)^  nodes:\s+(.+)$`).FindStringSubmatch(text)
+	if nodesLine == nil {
+		t.Fatalf("no nodes line:\n%s", text)
+	}
+	nodes := strings.Fields(nodesLine[1])
+	if len(nodes) != 6 || len(regexp.MustCompile(`master \S+ slots \S+, replicas \S+`).FindAllString(text, -1)) != 3 || !strings.Contains(text, "slots 0-5460, replicas ") ||
+		!strings.Contains(text, "CLUSTER FAILOVER") {
+		t.Errorf("want 6 nodes, 3 shards and how to fail one over:\n%s", text)
+	}
+	for _, n := range nodes {
+		c := redis.NewClient(&redis.Options{Addr: n})
+		if state, err := c.ClusterInfo(ctx).Result(); err != nil || !strings.Contains(state, "cluster_state:ok") {
+			t.Errorf("node %s: CLUSTER INFO %q, %v", n, state, err)
+		}
+		c.Close()
+	}
+	client := redis.NewClient(&redis.Options{Addr: proxyAddr})
+	defer client.Close()
+	if err := client.Ping(ctx).Err(); err != nil {
+		t.Errorf("PING through the proxy: %v", err)
+	}
+	t.Run("SET and GET through the proxy", func(t *testing.T) {
+		for i := range 20 {
+			k := "dev:" + strconv.Itoa(i)
+			if err := client.Set(ctx, k, i, 0).Err(); err != nil {
+				t.Fatalf("SET %s: %v", k, err)
+			}
+			if got, err := client.Get(ctx, k).Int(); err != nil || got != i {
+				t.Fatalf("GET %s = %d, %v; want %d", k, got, err, i)
+			}
+		}
+	})
+
+	interrupt()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("dev --cluster after Ctrl-C: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("dev --cluster did not return 30 s after Ctrl-C")
+	}
+	for _, a := range append(nodes, proxyAddr) {
+		if c, err := net.DialTimeout("tcp", a, time.Second); err == nil {
+			c.Close()
+			t.Errorf("%s still accepts connections after dev returned", a)
+		}
+	}
 }

@@ -24,7 +24,7 @@ func TestInvalidConfigurationExitsWithStatus2(t *testing.T) {
 		t.Fatalf("exit code = %d, want 2 (err %v)", code, err)
 	}
 	out := stderr.String()
-	for _, want := range []string{"sentinels[0]", "master_name is empty", "listen", "hold_timeout"} {
+	for _, want := range []string{"sentinels[0]", "neither master_name", "listen", "hold_timeout"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, out)
 		}

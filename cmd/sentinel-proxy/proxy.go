@@ -20,6 +20,7 @@ import (
 
 	"github.com/sentinel-proxy/sentinel-proxy/config"
 	"github.com/sentinel-proxy/sentinel-proxy/proxy"
+	"github.com/sentinel-proxy/sentinel-proxy/proxy/cluster"
 	"github.com/sentinel-proxy/sentinel-proxy/sentinel"
 )
 
@@ -28,20 +29,27 @@ var (
 	_ proxy.Fencer       = (*sentinel.Watcher)(nil)
 )
 
-// group is one master group: its watcher and its server.
+// group is one master group: its source of masters (a Sentinel watcher or
+// a cluster router) and its server.
 type group struct {
-	name    string
-	listen  string // as configured
-	watcher *watcherRef
+	name    string          // config.Group.Label
+	listen  string          // as configured
+	watcher *watcherRef     // nil for a cluster group
+	router  *cluster.Router // nil for a Sentinel group
 	server  *proxy.Server
 	ln      net.Listener // Serve closes it; a second Close is harmless
 	addr    string       // where the listener listens, e.g. after port 0
 
-	wopts       sentinel.Options // the watcher's options, to see what a reload changes
-	stopServer  context.CancelFunc
-	serverDone  chan struct{}
-	stopWatcher context.CancelFunc
-	watcherDone chan struct{}
+	// What a reload compares to see what changed: the watcher's options,
+	// or the cluster nodes and how they are reached.
+	wopts sentinel.Options
+	nodes []string
+	fetch cluster.FetchOptions
+
+	stopServer context.CancelFunc
+	serverDone chan struct{}
+	stopSource context.CancelFunc // stops the watcher or closes the router
+	sourceDone chan struct{}
 }
 
 // watcherRef is a group's current watcher; a reload that changes the
@@ -91,11 +99,25 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	if err := cfg.Validate(); err != nil {
 		return usageError{err}
 	}
+	a, err := newApp(cfg, args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	defer a.log.Sync()
+	if ready != nil {
+		ready(a.groups)
+	}
+	return a.serve(ctx)
+}
+
+// newApp builds the logger and every group of cfg (validated), with its
+// listener open; serve runs them. args and getenv are what a reload reads
+// the configuration from again.
+func newApp(cfg config.Config, args []string, getenv func(string) string, stderr io.Writer) (*app, error) {
 	log, level, err := newLogger(cfg.LogLevel, cfg.LogFormat, stderr)
 	if err != nil {
-		return usageError{err}
+		return nil, usageError{err}
 	}
-	defer log.Sync()
 	// go-redis logs dial failures through a process-wide logger of its own;
 	// main owns the process, so it routes them to ours, at Debug: the
 	// watcher reports what matters about its sentinels itself.
@@ -104,7 +126,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 
 	tlsSet, err := newTLSSet(cfg)
 	if err != nil {
-		return usageError{err}
+		return nil, usageError{err}
 	}
 	a := &app{
 		args: args, getenv: getenv, log: log, level: level, tls: tlsSet, cfg: cfg,
@@ -114,14 +136,11 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 		g, err := a.newGroup(cfg, gc)
 		if err != nil {
 			a.closeListeners()
-			return err
+			return nil, err
 		}
 		a.groups = append(a.groups, g)
 	}
-	if ready != nil {
-		ready(a.groups)
-	}
-	return a.serve(ctx)
+	return a, nil
 }
 
 func newReloadsCounter() *prometheus.CounterVec {
@@ -130,20 +149,25 @@ func newReloadsCounter() *prometheus.CounterVec {
 	}, []string{"result"})
 }
 
-// newGroup builds a group's watcher and server and opens its listener.
+// newGroup builds a group's watcher (or, for a cluster group, its router)
+// and server and opens its listener.
 func (a *app) newGroup(cfg config.Config, gc config.Group) (*group, error) {
+	if gc.IsCluster() {
+		return a.newClusterGroup(cfg, gc)
+	}
+	name := gc.Label()
 	wopts := watcherOptions(cfg, gc.MasterName, a.tls)
 	w, err := sentinel.New(wopts, a.log)
 	if err != nil {
-		return nil, fmt.Errorf("group %s: %w", gc.MasterName, err)
+		return nil, fmt.Errorf("group %s: %w", name, err)
 	}
 	st, err := groupSettings(cfg, gc)
 	if err != nil {
-		return nil, fmt.Errorf("group %s: %w", gc.MasterName, err)
+		return nil, fmt.Errorf("group %s: %w", name, err)
 	}
 	ref := newWatcherRef(w)
 	s, err := proxy.NewServer(proxy.Options{
-		Name:         gc.MasterName,
+		Name:         name,
 		Listen:       gc.Listen,
 		Source:       w,
 		DialTimeout:  cfg.DialTimeout,
@@ -157,13 +181,13 @@ func (a *app) newGroup(cfg config.Config, gc config.Group) (*group, error) {
 		HandshakeTimeout: st.HandshakeTimeout, OutputLimit: st.OutputLimit,
 	}, a.log.Named("proxy")) // the server names its group in every line
 	if err != nil {
-		return nil, fmt.Errorf("group %s: %w", gc.MasterName, err)
+		return nil, fmt.Errorf("group %s: %w", name, err)
 	}
 	ln, err := net.Listen("tcp", gc.Listen)
 	if err != nil {
-		return nil, fmt.Errorf("listen for %s: %w", gc.MasterName, err)
+		return nil, fmt.Errorf("listen for %s: %w", name, err)
 	}
-	return &group{name: gc.MasterName, listen: gc.Listen, watcher: ref, server: s, ln: ln, addr: ln.Addr().String(), wopts: wopts}, nil
+	return &group{name: name, listen: gc.Listen, watcher: ref, server: s, ln: ln, addr: ln.Addr().String(), wopts: wopts}, nil
 }
 
 // watcherOptions are the sentinel.Options of group name: what the proxy's
@@ -198,7 +222,7 @@ func groupSettings(cfg config.Config, gc config.Group) (proxy.Settings, error) {
 	if gc.DenyCommands != nil {
 		deny = gc.DenyCommands
 	}
-	policy, err := proxy.NewPolicy(gc.MasterName, mode, allow, deny)
+	policy, err := proxy.NewPolicy(gc.Label(), mode, allow, deny)
 	if err != nil {
 		return proxy.Settings{}, err
 	}
@@ -243,8 +267,8 @@ func (a *app) closeListeners() {
 }
 
 // serve runs every group and the admin endpoint until ctx is cancelled or
-// something fails, reloading on SIGHUP. Servers drain first; watchers stop
-// after them, so that in-flight commands keep a master to finish on.
+// something fails, reloading on SIGHUP. Servers drain first; watchers and
+// routers stop after them, so that in-flight commands keep a master to finish on.
 func (a *app) serve(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -268,14 +292,15 @@ func (a *app) serve(ctx context.Context) error {
 	for _, g := range a.groups {
 		a.start(g)
 	}
+	admin := a.cfg.Admin // a reload may replace a.cfg; admin needs a restart
 	a.mu.Unlock()
 
 	var adminDone chan struct{}
-	if a.cfg.Admin != "" {
+	if admin != "" {
 		adminDone = make(chan struct{})
 		go func() {
 			defer close(adminDone)
-			a.fail(serveAdmin(ctx, a.cfg.Admin, a, a.log.Named("admin")))
+			a.fail(serveAdmin(ctx, admin, a, a.log.Named("admin")))
 		}()
 	}
 	hup := make(chan os.Signal, 1)
@@ -302,19 +327,27 @@ func (a *app) serve(ctx context.Context) error {
 		<-adminDone
 	}
 	for _, g := range groups {
-		g.stopWatcher()
-		<-g.watcherDone
+		g.stopSource()
+		<-g.sourceDone
 	}
 	a.log.Info("stopped")
 	return firstErr
 }
 
-// start runs g's watcher and server. a.mu is held.
+// start runs g's watcher (or router) and server. a.mu is held. The source
+// has a context of its own, not a.ctx: it must outlive the server's drain,
+// so that in-flight commands keep a master to finish on.
 func (a *app) start(g *group) {
 	wctx, stopW := context.WithCancel(context.Background())
-	g.stopWatcher, g.watcherDone = stopW, make(chan struct{})
+	g.stopSource, g.sourceDone = stopW, make(chan struct{})
 	go func() {
-		defer close(g.watcherDone)
+		defer close(g.sourceDone)
+		if g.router != nil {
+			g.router.Start(wctx)
+			<-wctx.Done()
+			g.router.Close()
+			return
+		}
 		if err := g.watcher.p.Load().Run(wctx); err != nil {
 			a.fail(fmt.Errorf("sentinel watcher for %s: %w", g.name, err))
 		}

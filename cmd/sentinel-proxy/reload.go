@@ -23,8 +23,12 @@ const watcherSwapTimeout = 15 * time.Second
 // file) and applies it without dropping clients: settings of running groups
 // change in place, groups whose sentinels or credentials changed get a new
 // watcher once it has verified a master, added groups start, removed ones
-// drain and stop. An invalid configuration is rejected and the running one
-// kept.
+// (and those whose listen address changed) drain and stop. Groups are
+// matched by name (config.Group.Label). A cluster group keeps its router:
+// changing its cluster_nodes or backend credentials, or turning a group
+// from Sentinel to Cluster or back under the same name and address, is
+// reported as needing a restart and the running group stays as it was.
+// An invalid configuration is rejected and the running one kept.
 func (a *app) reload() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -54,7 +58,7 @@ func (a *app) reload() {
 
 	want := make(map[string]config.Group)
 	for _, gc := range cfg.Groups {
-		want[gc.MasterName] = gc
+		want[gc.Label()] = gc
 	}
 	var kept []*group
 	for _, g := range a.groups {
@@ -64,6 +68,11 @@ func (a *app) reload() {
 			a.stopGroup(g)
 			continue
 		}
+		if (g.router != nil) != gc.IsCluster() {
+			problems = append(problems, fmt.Sprintf("group %s: switching between master_name and cluster_nodes needs a restart (or a new listen address); the group runs as before", g.name))
+			kept = append(kept, g)
+			continue
+		}
 		st, err := groupSettings(cfg, gc)
 		if err != nil {
 			problems = append(problems, fmt.Sprintf("group %s: %v", g.name, err))
@@ -71,7 +80,14 @@ func (a *app) reload() {
 			continue
 		}
 		g.server.Update(st)
-		if wopts := watcherOptions(cfg, g.name, a.tls); !sameWatcher(g.wopts, wopts) {
+		if g.router != nil {
+			if !slices.Equal(g.nodes, gc.ClusterNodes) || !sameFetch(g.fetch, fetchOptions(cfg, a.tls)) {
+				problems = append(problems, fmt.Sprintf("group %s: cluster_nodes and backend credential changes of a cluster group need a restart (or a new listen address); the old ones stay in use", g.name))
+			}
+			kept = append(kept, g)
+			continue
+		}
+		if wopts := watcherOptions(cfg, gc.MasterName, a.tls); !sameWatcher(g.wopts, wopts) {
 			if err := a.swapWatcher(g, wopts); err != nil {
 				problems = append(problems, fmt.Sprintf("group %s: %v", g.name, err))
 			}
@@ -80,7 +96,7 @@ func (a *app) reload() {
 	}
 	a.groups = kept
 	for _, gc := range cfg.Groups {
-		if slices.ContainsFunc(a.groups, func(g *group) bool { return g.name == gc.MasterName }) {
+		if slices.ContainsFunc(a.groups, func(g *group) bool { return g.name == gc.Label() }) {
 			continue
 		}
 		g, err := a.newGroup(cfg, gc)
@@ -161,22 +177,23 @@ func (a *app) swapWatcher(g *group, opts sentinel.Options) error {
 	}
 	g.server.SetSource(w)
 	g.watcher.p.Store(w)
-	oldStop, oldDone := g.stopWatcher, g.watcherDone
-	g.stopWatcher, g.watcherDone, g.wopts = stop, done, opts
+	oldStop, oldDone := g.stopSource, g.sourceDone
+	g.stopSource, g.sourceDone, g.wopts = stop, done, opts
 	oldStop()
 	<-oldDone
 	a.log.Info("sentinel settings changed: new watcher in use", zap.String("group", g.name), zap.Strings("sentinels", opts.Sentinels))
 	return nil
 }
 
-// stopGroup drains a removed group's clients, then stops its watcher. It
+// stopGroup drains a removed group's clients, then stops its watcher or
+// router. It
 // returns at once; the drain goes on in the background.
 func (a *app) stopGroup(g *group) {
 	g.stopServer()
 	go func() {
 		<-g.serverDone
-		g.stopWatcher()
-		<-g.watcherDone
+		g.stopSource()
+		<-g.sourceDone
 		a.log.Info("group stopped", zap.String("group", g.name))
 	}()
 }
