@@ -84,7 +84,7 @@ func (s *session) clusterForward(cmds []Command, infos []cmdInfo, depth int) err
 			}
 			s.heldMulti, s.txCross, s.txSlot = false, false, -1
 		}
-		local := ""   // an answer of the proxy's own
+		local := "" // an answer of the proxy's own
 		var p cluster.Plan
 		fan := false
 		switch {

@@ -176,7 +176,7 @@ func (s *session) resolve(oldAddr string, cmds []Command, infos []cmdInfo, faile
 	// be dropped or held back, however the first attempt ended.
 	s.rw.client, s.rw.discarding, s.rw.holding = s.out(), false, false
 	s.rw.holdErrors = s.srv.cl != nil && s.tx != txMulti // redirects, as in replies
-	start := 0 // the first pending command not answered yet
+	start := 0                                           // the first pending command not answered yet
 	for try := 1; ; try++ {
 		var retry []Command
 		needNew, safe := false, true

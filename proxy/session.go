@@ -65,7 +65,7 @@ type session struct {
 	heldMulti bool
 	txSlot    int
 	txCross   bool
-	ended            bool  // end ran: the server has forgotten the session
+	ended     bool // end ran: the server has forgotten the session
 }
 
 // batchScratch is what a session uses only while it runs batches; a parked
