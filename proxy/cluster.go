@@ -133,7 +133,13 @@ type slotMaster struct {
 
 func (m *slotMaster) Master() (string, <-chan struct{}) {
 	ch := m.r.Changed()
-	addr, _ := m.r.Lookup(m.slot)
+	addr, ok := m.r.Lookup(m.slot)
+	if !ok {
+		// No master for the slot (a failover in progress): ask for a
+		// new map; the router folds such requests into one fetch per
+		// RedirectInterval.
+		m.r.RequestRefresh()
+	}
 	return addr, ch
 }
 

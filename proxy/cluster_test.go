@@ -202,6 +202,46 @@ func clusterRouting(t *testing.T, c *topology.Cluster, r *cluster.Router, srv *S
 		}
 	})
 
+	t.Run("scripts, pub/sub and connection commands", func(t *testing.T) {
+		conn := dialRedis(t, addr)
+		got := pipeline(conn,
+			[]string{"EVAL", "return redis.call('incr', KEYS[1])", "1", "{e}n"},
+			[]string{"EVAL", "return {KEYS[1], KEYS[2]}", "2", "{e}a", "{f}b"},
+			[]string{"SCRIPT", "LOAD", "return 7"},
+			[]string{"EVALSHA", "59b6ab2fbe0ee4b25733de0f62e6cda4899ef8e9", "1", "anykey"},
+			[]string{"CLIENT", "SETNAME", "app"},
+			[]string{"PUBLISH", "news", "x"},
+		)
+		want := []string{":1\r\n", "-" + cluster.CrossSlotError + "\r\n", bulk("59b6ab2fbe0ee4b25733de0f62e6cda4899ef8e9"), ":7\r\n", "+OK\r\n", ":0\r\n"}
+		for i := range want {
+			if got[i] != want[i] {
+				t.Errorf("reply %d = %q, want %q", i, got[i], want[i])
+			}
+		}
+		for _, m := range r.Masters() {
+			if got := doIn(t, m, "0", "SCRIPT", "EXISTS", "59b6ab2fbe0ee4b25733de0f62e6cda4899ef8e9"); got != "*1\r\n:1\r\n" {
+				t.Errorf("SCRIPT LOAD did not reach master %s: %q", m, got)
+			}
+		}
+		// A shard channel's subscriber is on its slot's master: an
+		// SPUBLISH from another client reaches it.
+		sub := dialRedis(t, addr)
+		if got := sub.do("SSUBSCRIBE", "{s}ch"); got != "*3\r\n$10\r\nssubscribe\r\n"+bulk("{s}ch")+":1\r\n" {
+			t.Fatalf("SSUBSCRIBE = %q", got)
+		}
+		if got := conn.do("SPUBLISH", "{s}ch", "hello"); got != ":1\r\n" {
+			t.Fatalf("SPUBLISH = %q, want one receiver", got)
+		}
+		if got := sub.reply(); got != "*3\r\n$8\r\nsmessage\r\n"+bulk("{s}ch")+bulk("hello") {
+			t.Fatalf("message = %q", got)
+		}
+		psub := dialRedis(t, addr)
+		psub.do("SUBSCRIBE", "news")
+		if got := conn.do("PUBLISH", "news", "y"); got != ":1\r\n" {
+			t.Fatalf("PUBLISH = %q, want one receiver", got)
+		}
+	})
+
 	t.Run("moved slot is followed", func(t *testing.T) {
 		conn := dialRedis(t, addr)
 		masters := r.Masters()
