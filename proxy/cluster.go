@@ -112,18 +112,24 @@ func (c *clusterState) isMaster(addr string) bool {
 
 // anyMaster is the master source of a cluster group's commands that have no
 // slot (and of its subscribers): the first master of the slot map.
-type anyMaster struct{ r *cluster.Router }
+// It reads the masters followCluster keeps, which trail a change of the
+// map by a moment; before they are known it asks the router.
+type anyMaster struct{ c *clusterState }
 
 func (a *anyMaster) Master() (string, <-chan struct{}) {
-	ch := a.r.Changed()
-	m := a.r.Masters()
+	ch := a.c.router.Changed()
+	m := *a.c.masters.Load()
 	if len(m) == 0 {
+		m = a.c.router.Masters()
+	}
+	if len(m) == 0 {
+		a.c.router.RequestRefresh()
 		return "", ch
 	}
 	return m[0], ch
 }
 
-func (a *anyMaster) Suspect(string) { a.r.RequestRefresh() }
+func (a *anyMaster) Suspect(string) { a.c.router.RequestRefresh() }
 
 // slotMaster is the master source of a run of commands for one slot.
 type slotMaster struct {

@@ -180,7 +180,12 @@ func (s *session) slotRoute(slot int) *sourceBox {
 			return s.srv.source()
 		}
 	}
-	return &sourceBox{MasterSource: &slotMaster{r: s.srv.cl.router, slot: slot}}
+	// One per session, reused run after run: a run's source is not used
+	// once the run is answered.
+	sc := s.batchScratch
+	sc.slotSrc = slotMaster{r: s.srv.cl.router, slot: slot}
+	sc.slotBox = sourceBox{MasterSource: &sc.slotSrc}
+	return &sc.slotBox
 }
 
 // runOn forwards a run of commands to the master src names (with prefix,

@@ -148,8 +148,8 @@ func NewServer(opts Options, log *zap.Logger) (*Server, error) {
 		if opts.Cluster.Router == nil || opts.Cluster.FetchCommands == nil {
 			return nil, errors.New("proxy: Options.Cluster needs a Router and FetchCommands")
 		}
-		opts.Source = &anyMaster{r: opts.Cluster.Router}
 		cl = newClusterState(opts.Cluster)
+		opts.Source = &anyMaster{c: cl}
 	}
 	if opts.Source == nil {
 		return nil, errors.New("proxy: Options.Source is required")

@@ -85,6 +85,8 @@ type batchScratch struct {
 	route    *sourceBox // a cluster run's master (nil: the group's source)
 	prefix   []byte     // a command of the proxy's own sent before the run (ASKING, MULTI)
 	deferred *deferral  // replies held back after a cluster redirect
+	slotSrc  slotMaster // the source of the current cluster run (slotRoute)
+	slotBox  sourceBox
 }
 
 var scratchPool = sync.Pool{New: func() any { return new(batchScratch) }}
