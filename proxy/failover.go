@@ -277,6 +277,9 @@ func (s *session) retryBackend(oldAddr string, needNew bool) (*backend, error) {
 				return nil, err // waiting will not fix the credentials
 			}
 			lastErr = err
+			if s.srv.cl != nil {
+				s.srv.cl.router.RequestRefresh() // the slot map may be out of date
+			}
 		}
 		wait := time.Until(deadline)
 		if wait <= 0 {
