@@ -2,9 +2,11 @@ package proxy
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/sentinel-proxy/sentinel-proxy/proxy/cluster"
@@ -28,11 +30,12 @@ type ClusterOptions struct {
 
 // clusterState is what a cluster group's server keeps.
 type clusterState struct {
-	router  *cluster.Router
-	fetch   func(ctx context.Context) (cluster.Table, error)
-	table   atomic.Pointer[cluster.Table]
-	ready   chan struct{}            // closed once table is set
-	masters atomic.Pointer[[]string] // sorted; updated by followCluster
+	router   *cluster.Router
+	fetch    func(ctx context.Context) (cluster.Table, error)
+	table    atomic.Pointer[cluster.Table]
+	ready    chan struct{}            // closed once table is set
+	masters  atomic.Pointer[[]string] // sorted; updated by followCluster
+	counters sync.Map                 // master address → prometheus.Counter (countFor)
 }
 
 func newClusterState(o *ClusterOptions) *clusterState {
@@ -98,6 +101,16 @@ func equalStrings(a, b []string) bool {
 		}
 	}
 	return true
+}
+
+// countFor returns the per-master command counter of addr, cached so that
+// a run costs no label lookup.
+func (c *clusterState) countFor(m *metrics, addr string) prometheus.Counter {
+	if v, ok := c.counters.Load(addr); ok {
+		return v.(prometheus.Counter)
+	}
+	v, _ := c.counters.LoadOrStore(addr, m.shardCmds.WithLabelValues(addr))
+	return v.(prometheus.Counter)
 }
 
 // isMaster reports whether addr is a master of the slot map.

@@ -101,6 +101,9 @@ func clusterRouting(t *testing.T, c *topology.Cluster, r *cluster.Router, srv *S
 			if n := doIn(t, m, "0", "DBSIZE"); n == ":0\r\n" {
 				t.Fatalf("master %s holds no key", m)
 			}
+			if n := testutil.ToFloat64(srv.m.shardCmds.WithLabelValues(m)); n == 0 {
+				t.Errorf("sentinel_proxy_cluster_commands_total{master=%q} is 0", m)
+			}
 		}
 	})
 

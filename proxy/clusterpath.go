@@ -195,6 +195,9 @@ func (s *session) runOn(src *sourceBox, prefix []byte, cmds []Command, infos []c
 	if prefix == nil && s.heldMulti {
 		prefix = []byte(multiCmd)
 	}
+	if addr, _ := src.Master(); addr != "" {
+		s.srv.cl.countFor(s.srv.m, addr).Add(float64(len(cmds)))
+	}
 	savedRoute, savedDefer := s.route, s.deferred
 	s.route, s.prefix, s.deferred = src, prefix, nil
 	err := s.forward(cmds, infos)

@@ -46,6 +46,7 @@ type metrics struct {
 	disconnects                                *prometheus.CounterVec
 	dialErrors, failovers, panics              prometheus.Counter
 	failoverDur                                prometheus.Histogram
+	shardCmds                                  *prometheus.CounterVec // a cluster's commands by master
 
 	collectors []prometheus.Collector
 }
@@ -59,6 +60,11 @@ func newMetrics(group string) *metrics {
 	}, []string{"outcome"})
 	m.cmdOK, m.cmdErrReply = cmds.WithLabelValues("ok"), cmds.WithLabelValues("error_reply")
 	m.cmdProxyErr, m.cmdDenied = cmds.WithLabelValues("proxy_error"), cmds.WithLabelValues("denied")
+	m.shardCmds = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sentinel_proxy_cluster_commands_total", ConstLabels: labels,
+		Help: "Commands a cluster group sent, by the master (host:port) of their slot.",
+	}, []string{"master"})
+	m.collectors = append(m.collectors, m.shardCmds)
 	counter := func(name, help string) prometheus.Counter {
 		c := prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: labels})
 		m.collectors = append(m.collectors, c)
