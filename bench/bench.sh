@@ -23,8 +23,9 @@
 # each target's own CPU time and syscalls (read and write family, from
 # /proc/PID/stat and /proc/PID/io) per request over the same runs, and a
 # third the cluster proxy's CPU per request against the Sentinel group
-# proxy's (the cost of slot routing). Before that, 5,000 idle clients (one PING each) are opened against each proxy to measure
-# its resident memory per idle client and the backend connections they cost.
+# proxy's (the cost of slot routing). Before that, 5,000 idle clients (one
+# PING each) are opened against each proxy to measure its resident memory
+# per idle client and the backend connections they cost.
 #
 # A benchmark, not a test: it prints figures and fails only when something
 # could not be run. The load generator shares the machine's cores with the
