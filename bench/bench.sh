@@ -5,14 +5,27 @@
 #   haproxy    HAProxy in TCP mode over master + replicas, role:master tcp-check
 #   twemproxy  nutcracker (redis: true) with the master as its only server
 # all on one throwaway loopback topology (1 master, 2 replicas, 3 sentinels,
-# started by bench/topo). redis-benchmark (SET and GET: 50 clients at -P 1 and
-# -P 16, 1,000 clients at -P 1) runs against every target in every round,
-# interleaved, and the table shows each target's median over the rounds, its
-# ratio to direct and its p99 latency. A second table gives each target's
-# own CPU time and syscalls (read and write family, from /proc/PID/stat and
-# /proc/PID/io) per request over the same runs. Before that,
-# 5,000 idle clients (one PING each) are opened against each proxy to measure
-# its resident memory per idle client and the backend connections they cost.
+# started by bench/topo), and, on a throwaway 3-master Redis Cluster (no
+# replicas) started here with redis-server --cluster-enabled yes and
+# redis-cli --cluster create,
+#   cluster-direct  the one cluster node that serves redis-benchmark's key
+#                   (key:__rand_int__ without -r, one slot): no MOVED
+#   cluster-proxy   bin/sentinel-proxy --cluster-nodes in front of the 3 shards,
+#                   same key, so every command routes to that one shard
+#   cluster-spread  the same proxy with redis-benchmark -r 100000: keys in
+#                   every slot, routed to all 3 shards
+# (3 shards on this project's 2 cores, shared with everything else, cannot
+# add throughput: the cluster columns are read for CPU, not req/s).
+# redis-benchmark (SET and GET: 50 clients at -P 1 and -P 16, 1,000 clients
+# at -P 1) runs against every target in every round, interleaved, and the
+# table shows each target's median over the rounds, its ratio to direct
+# (cluster-* to cluster-direct) and its p99 latency. A second table gives
+# each target's own CPU time and syscalls (read and write family, from
+# /proc/PID/stat and /proc/PID/io) per request over the same runs, and a
+# third the cluster proxy's CPU per request against the Sentinel group
+# proxy's (the cost of slot routing). Before that, 5,000 idle clients (one
+# PING each) are opened against each proxy to measure its resident memory
+# per idle client and the backend connections they cost.
 #
 # A benchmark, not a test: it prints figures and fails only when something
 # could not be run. The load generator shares the machine's cores with the
@@ -20,7 +33,8 @@
 # machines.
 #
 # Environment (defaults in brackets):
-#   BENCH_TARGETS       targets to run ["direct proxy proxy-noshare haproxy twemproxy"]
+#   BENCH_TARGETS       targets to run ["direct proxy proxy-noshare haproxy twemproxy
+#                       cluster-direct cluster-proxy cluster-spread"]
 #                       (proxy-noshare: sentinel-proxy with --shared-connections 0)
 #   BENCH_ROUNDS        rounds [3]
 #   BENCH_CLIENTS       redis-benchmark -c of the -P 1 and -P 16 runs [50]
@@ -36,7 +50,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-TARGETS=${BENCH_TARGETS:-direct proxy proxy-noshare haproxy twemproxy}
+TARGETS=${BENCH_TARGETS:-direct proxy proxy-noshare haproxy twemproxy cluster-direct cluster-proxy cluster-spread}
 ROUNDS=${BENCH_ROUNDS:-3}
 CLIENTS=${BENCH_CLIENTS:-50}
 MANY=${BENCH_MANY:-1000}
@@ -52,9 +66,13 @@ WORK=
 # shellcheck source=bench/lib.sh
 . "$ROOT/bench/lib.sh"
 has() { [[ " $TARGETS " == *" $1 "* ]]; }
+has_cluster() { [[ " $TARGETS " == *" cluster-"* ]]; }
 
 for t in $TARGETS; do
-	case $t in direct | proxy | proxy-noshare | haproxy | twemproxy) ;; *) die "unknown target '$t' in BENCH_TARGETS" ;; esac
+	case $t in
+	direct | proxy | proxy-noshare | haproxy | twemproxy | cluster-direct | cluster-proxy | cluster-spread) ;;
+	*) die "unknown target '$t' in BENCH_TARGETS" ;;
+	esac
 done
 
 # sbin is not on a normal user's PATH, and haproxy / nutcracker live there.
@@ -62,6 +80,7 @@ PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
 need go "golang, or Go from its upstream tarball"
 need redis-benchmark redis-tools
 need redis-cli redis-tools
+has_cluster && need redis-server redis-server
 has haproxy && need haproxy haproxy
 has twemproxy && need nutcracker nutcracker
 
@@ -102,7 +121,7 @@ fi
 log "building helpers (bench/topo, bench/idle)"
 go build -o "$WORK/topo" ./bench/topo || die "cannot build bench/topo"
 go build -o "$WORK/idle" ./bench/idle || die "cannot build bench/idle"
-if has proxy || has proxy-noshare; then
+if has proxy || has proxy-noshare || has cluster-proxy || has cluster-spread; then
 	if [[ $PROXY_BIN == bin/sentinel-proxy ]]; then
 		log "building bin/sentinel-proxy"
 		go build -o bin/sentinel-proxy ./cmd/sentinel-proxy ||
@@ -115,16 +134,17 @@ fi
 log "starting topology (1 master, 2 replicas, 3 sentinels)"
 mkfifo "$WORK/topo.in"
 exec 3<>"$WORK/topo.in" # the helper stops the topology when this closes
-"$WORK/topo" -free-ports 5 <"$WORK/topo.in" >"$WORK/topo.env" 2>"$WORK/topo.log" 3>&- &
+"$WORK/topo" -free-ports 12 <"$WORK/topo.in" >"$WORK/topo.env" 2>"$WORK/topo.log" 3>&- &
 TOPO_PID=$!
 PIDS+=("$TOPO_PID")
 wait_for "topology" 90 "$TOPO_PID" grep -q '^READY=1' "$WORK/topo.env"
 # shellcheck source=/dev/null
 . "$WORK/topo.env"
-read -r PORT_PROXY PORT_HAPROXY PORT_TWEM PORT_TWEM_STATS PORT_NOSHARE <<<"$FREE_PORTS"
+read -r PORT_PROXY PORT_HAPROXY PORT_TWEM PORT_TWEM_STATS PORT_NOSHARE PORT_CPROXY \
+	CPORT1 CPORT2 CPORT3 CBUS1 CBUS2 CBUS3 <<<"$FREE_PORTS"
 log "master $MASTER, replicas $REPLICAS, sentinels $SENTINELS"
 
-declare -A PORT PID
+declare -A PORT PID ARGS # ARGS: extra redis-benchmark flags of a target
 PORT[direct]=$MASTER_PORT
 PID[direct]=$MASTER_PID
 
@@ -181,6 +201,111 @@ EOF
 	PORT[twemproxy]=$PORT_TWEM
 	wait_for "twemproxy" 30 "${PID[twemproxy]}" pong "$PORT_TWEM"
 	log "twemproxy on 127.0.0.1:$PORT_TWEM (pid ${PID[twemproxy]})"
+fi
+
+# --- cluster -----------------------------------------------------------------
+# cluster_ok PORT...: every node says cluster_state:ok (all slots served, as
+# each of them sees it).
+cluster_ok() {
+	local p
+	for p in "$@"; do
+		redis-cli -h 127.0.0.1 -p "$p" cluster info 2>/dev/null | tr -d '\r' | grep -q '^cluster_state:ok$' || return 1
+	done
+}
+# slot_owner PORT SLOT: host:port of the master serving SLOT, as node PORT
+# sees it (CLUSTER NODES: field 2 is ip:port@bus, fields 9… the slot ranges;
+# "[slot->-id]" entries are migrations, skipped).
+slot_owner() {
+	redis-cli -h 127.0.0.1 -p "$1" cluster nodes | tr -d '\r' | awk -v s="$2" '
+		$3 ~ /master/ {
+			for (i = 9; i <= NF; i++) {
+				if ($i ~ /^\[/) continue
+				n = split($i, r, "-")
+				if (n == 1) r[2] = r[1]
+				if (s + 0 >= r[1] + 0 && s + 0 <= r[2] + 0) {sub(/@.*/, "", $2); print $2; exit}
+			}
+		}'
+}
+# serves PORT PID: the Redis on PORT is process PID, not a stranger that
+# took the port between bench/topo's pick and our start (the pick is only
+# free "a moment ago").
+serves() { [[ $(info_field "$1" process_id) == "$2" ]]; }
+# info_field PORT FIELD: one INFO field of the node on PORT.
+info_field() {
+	redis-cli -h 127.0.0.1 -p "$1" info all | tr -d '\r' | awk -F: -v f="$2" '$1 == f {print $2}'
+}
+
+# redis-benchmark without -r sends the literal key key:__rand_int__, so
+# every SET and GET lands in one slot; cluster-direct is the node serving
+# it, and cluster-proxy routes every command to that same shard.
+BENCH_KEY='key:__rand_int__'
+if has_cluster; then
+	CPORTS=("$CPORT1" "$CPORT2" "$CPORT3")
+	CBUSES=("$CBUS1" "$CBUS2" "$CBUS3")
+	CNODES=$(
+		IFS=,
+		echo "${CPORTS[*]/#/127.0.0.1:}"
+	)
+	CPIDS=()
+	log "starting Redis Cluster (3 masters, no replicas)"
+	for i in 0 1 2; do
+		d=$WORK/cluster-$((i + 1))
+		mkdir "$d"
+		# The bus port is a free port too: port + 10000 may be taken.
+		cat >"$d/redis.conf" <<EOC
+port ${CPORTS[i]}
+bind 127.0.0.1
+daemonize no
+logfile ""
+dir $d
+save ""
+appendonly no
+cluster-enabled yes
+cluster-config-file nodes.conf
+cluster-port ${CBUSES[i]}
+EOC
+		redis-server "$d/redis.conf" >"$d.log" 2>&1 3>&- </dev/null &
+		CPIDS+=("$!")
+		PIDS+=("$!")
+	done
+	for i in 0 1 2; do
+		wait_for "cluster node ${CPORTS[i]} (its port or bus port ${CBUSES[i]} may have been taken)" 30 \
+			"${CPIDS[i]}" serves "${CPORTS[i]}" "${CPIDS[i]}"
+	done
+	timeout 60 redis-cli --cluster create "${CPORTS[@]/#/127.0.0.1:}" --cluster-replicas 0 --cluster-yes \
+		>"$WORK/cluster-create.log" 2>&1 </dev/null ||
+		die "redis-cli --cluster create failed: $(tail -n 3 "$WORK/cluster-create.log" | tr '\n' ' ')"
+	wait_for "cluster_state:ok on all 3 nodes" 30 "${CPIDS[0]}" cluster_ok "${CPORTS[@]}"
+
+	SLOT=$(redis-cli -h 127.0.0.1 -p "$CPORT1" cluster keyslot "$BENCH_KEY" | tr -d '\r')
+	owner=$(slot_owner "$CPORT1" "$SLOT")
+	[[ -n $owner ]] || die "no master serves slot $SLOT of $BENCH_KEY"
+	PORT[cluster-direct]=${owner##*:}
+	for i in 0 1 2; do
+		[[ ${CPORTS[i]} == "${PORT[cluster-direct]}" ]] && PID[cluster-direct]=${CPIDS[i]}
+	done
+	[[ -n ${PID[cluster-direct]:-} ]] || die "slot $SLOT is served by $owner, not a node started here"
+	# A wrong pick would be answered MOVED, and redis-benchmark stops at
+	# the first error reply; catch it here, with a clear message.
+	reply=$(redis-cli -h 127.0.0.1 -p "${PORT[cluster-direct]}" set "$BENCH_KEY" x 2>&1 | tr -d '\r')
+	[[ $reply == OK ]] || die "SET $BENCH_KEY on $owner answered '$reply', not OK"
+	log "cluster nodes $CNODES (pids ${CPIDS[*]}); $BENCH_KEY is in slot $SLOT, served by $owner"
+
+	if has cluster-proxy || has cluster-spread; then
+		# shellcheck disable=SC2086 # PROXY_ARGS is split on purpose
+		"$PROXY_BIN" --listen "127.0.0.1:$PORT_CPROXY" --cluster-nodes "$CNODES" $PROXY_ARGS >"$WORK/cluster-proxy.log" 2>&1 3>&- </dev/null &
+		CPROXY_PID=$!
+		PIDS+=("$CPROXY_PID")
+		wait_for "sentinel-proxy --cluster-nodes" 30 "$CPROXY_PID" pong "$PORT_CPROXY"
+		kill -0 "$CPROXY_PID" 2>/dev/null || die "sentinel-proxy --cluster-nodes exited (port $PORT_CPROXY taken?), see $WORK/cluster-proxy.log"
+		reply=$(redis-cli -h 127.0.0.1 -p "$PORT_CPROXY" set "$BENCH_KEY" x 2>&1 | tr -d '\r')
+		[[ $reply == OK ]] || die "SET $BENCH_KEY through the cluster proxy answered '$reply', not OK"
+		# cluster-spread is the same process, measured on its own runs.
+		PORT[cluster-proxy]=$PORT_CPROXY PID[cluster-proxy]=$CPROXY_PID
+		PORT[cluster-spread]=$PORT_CPROXY PID[cluster-spread]=$CPROXY_PID
+		ARGS[cluster-spread]="-r 100000"
+		log "sentinel-proxy --cluster-nodes on 127.0.0.1:$PORT_CPROXY (pid $CPROXY_PID)"
+	fi
 fi
 
 # --- idle clients ------------------------------------------------------------
@@ -265,6 +390,11 @@ COSTS=$WORK/costs.tsv
 : >"$RESULTS"
 : >"$COSTS"
 read -r -a ORDER <<<"$TARGETS"
+# From here on a cluster node's error replies can only come from the runs
+# (a MOVED would be one of them).
+if has_cluster; then
+	for p in "${CPORTS[@]}"; do redis-cli -h 127.0.0.1 -p "$p" config resetstat >/dev/null; done
+fi
 for ((r = 1; r <= ROUNDS; r++)); do
 	# Rotate the order each round so no target always runs first.
 	for ((k = 0; k < ${#ORDER[@]}; k++)); do
@@ -277,8 +407,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
 			log "round $r/$ROUNDS: $t -c $c -P $p -n $n"
 			out=$WORK/rb-$t-c$c-P$p-r$r.csv
 			t0=$(cpu_ticks "$pid") s0=$(syscalls "$pid")
+			# shellcheck disable=SC2086 # ARGS are split on purpose
 			if ! timeout 300 redis-benchmark -h 127.0.0.1 -p "${PORT[$t]}" -c "$c" -n "$n" -P "$p" \
-				-t set,get --csv >"$out" 2>"$out.err"; then
+				-t set,get ${ARGS[$t]:-} --csv >"$out" 2>"$out.err"; then
 				log "redis-benchmark against $t failed: $(tail -n 3 "$out.err" | tr '\n' ' ')"
 			fi
 			t1=$(cpu_ticks "$pid") s1=$(syscalls "$pid")
@@ -291,6 +422,16 @@ for ((r = 1; r <= ROUNDS; r++)); do
 	done
 done
 
+# What the cluster nodes saw over the runs: error replies (MOVED, ASK or any
+# other) and keys held, per node.
+CLUSTER_SEEN=
+if has_cluster; then
+	for p in "${CPORTS[@]}"; do
+		keys=$(info_field "$p" db0 | sed 's/^keys=\([0-9]*\).*/\1/')
+		CLUSTER_SEEN+=" 127.0.0.1:$p $(info_field "$p" total_error_replies) errors, ${keys:-0} keys;"
+	done
+fi
+
 # --- report ------------------------------------------------------------------
 echo
 echo "sentinel-proxy benchmark, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, load generator on the same cores"
@@ -298,23 +439,30 @@ echo "load average before: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg)
 echo "$(redis-server --version | awk '{print $1, $2, $3}'); redis-benchmark -n $N_P1 (-P 1) / $N_P16 (-P 16), runs (clients:pipeline) $CONFIGS; $ROUNDS rounds, interleaved"
 has haproxy && echo "$(haproxy -v | head -n 1 | awk '{print $1, $2, $3}'); tcp mode, role:master tcp-check over master + 2 replicas"
 has twemproxy && echo "$(nutcracker --version 2>&1 | head -n 1); redis: true, master only"
+if has_cluster; then
+	echo "Redis Cluster: 3 masters, no replicas; $BENCH_KEY is in slot $SLOT, cluster-direct is its node 127.0.0.1:${PORT[cluster-direct]};"
+	has cluster-spread && echo "  cluster-spread: redis-benchmark -r 100000 through the cluster proxy, keys on all 3 shards."
+	echo "  On $(nproc) cores shared with the load generator and the other targets, 3 shards cannot add throughput: compare CPU, not req/s."
+	echo "  error replies (a MOVED counts; 0 expected) and keys per node over the runs:${CLUSTER_SEEN%;}"
+fi
 echo
-printf '%-13s %-4s %9s %14s %8s %9s   %s\n' target test "clients:P" "median req/s" "/direct" "p99 ms" "per round"
+echo "/direct: ratio to direct; for cluster-* targets, to cluster-direct"
+printf '%-14s %-4s %9s %14s %8s %9s   %s\n' target test "clients:P" "median req/s" "/direct" "p99 ms" "per round"
 for test in SET GET; do
 	for cfg in $CONFIGS; do
 		for t in $TARGETS; do
 			awk -F'\t' -v t="$t" -v test="$test" -v cfg="$cfg" '
 				$1 == t && $2 == test && $3 == cfg {v[n + 0] = $5; l[n++] = $6; rounds = rounds " " sprintf("%.0f", $5)}
-				$1 == "direct" && $2 == test && $3 == cfg {d[m++] = $5}
+				$1 == (t ~ /^cluster-/ ? "cluster-direct" : "direct") && $2 == test && $3 == cfg {d[m++] = $5}
 				function median(a, k,   i, j, x) {
 					for (i = 1; i < k; i++) for (j = i; j > 0 && a[j-1] > a[j]; j--) {x = a[j]; a[j] = a[j-1]; a[j-1] = x}
 					return k % 2 ? a[(k-1)/2] : (a[k/2-1] + a[k/2]) / 2
 				}
 				END {
-					if (n == 0) {printf "%-13s %-4s %9s %14s %8s\n", t, test, cfg, "FAILED", "-"; exit}
+					if (n == 0) {printf "%-14s %-4s %9s %14s %8s\n", t, test, cfg, "FAILED", "-"; exit}
 					med = median(v, n)
 					ratio = m ? sprintf("%.2f", med / median(d, m)) : "-"
-					printf "%-13s %-4s %9s %14.0f %8s %9.3f  %s\n", t, test, cfg, med, ratio, median(l, n), rounds
+					printf "%-14s %-4s %9s %14.0f %8s %9.3f  %s\n", t, test, cfg, med, ratio, median(l, n), rounds
 				}' "$RESULTS"
 		done
 	done
@@ -323,7 +471,7 @@ done
 echo
 echo "Cost per request of each target's own process (SET and GET runs together; medians over the rounds):"
 echo "CPU from /proc/PID/stat (user + system), syscalls = read and write family from /proc/PID/io"
-printf '%-13s %9s %16s %18s\n' target "clients:P" "CPU us/request" "syscalls/request"
+printf '%-14s %9s %16s %18s\n' target "clients:P" "CPU us/request" "syscalls/request"
 for cfg in $CONFIGS; do
 	for t in $TARGETS; do
 		awk -F'\t' -v t="$t" -v cfg="$cfg" '
@@ -332,9 +480,29 @@ for cfg in $CONFIGS; do
 				for (i = 1; i < k; i++) for (j = i; j > 0 && a[j-1] > a[j]; j--) {x = a[j]; a[j] = a[j-1]; a[j-1] = x}
 				return k % 2 ? a[(k-1)/2] : (a[k/2-1] + a[k/2]) / 2
 			}
-			END {if (n) printf "%-13s %9s %16.1f %18.2f\n", t, cfg, median(u, n), median(s, n)}' "$COSTS"
+			END {if (n) printf "%-14s %9s %16.1f %18.2f\n", t, cfg, median(u, n), median(s, n)}' "$COSTS"
 	done
 done
+
+if has proxy && { has cluster-proxy || has cluster-spread; }; then
+	echo
+	echo "Cost of slot routing: the cluster proxy's CPU per request against the Sentinel group proxy's, same runs"
+	echo "(medians over the rounds; target: at most 1.10)"
+	printf '%-9s %10s %14s %9s %15s %9s\n' "clients:P" "proxy us" "cluster-proxy" "/proxy" "cluster-spread" "/proxy"
+	for cfg in $CONFIGS; do
+		awk -F'\t' -v cfg="$cfg" '
+			$2 ":" $3 == cfg {u[$1, k[$1]++] = $5}
+			function median(t,   a, n, i, j, x) {
+				n = k[t]
+				for (i = 0; i < n; i++) a[i] = u[t, i]
+				for (i = 1; i < n; i++) for (j = i; j > 0 && a[j-1] > a[j]; j--) {x = a[j]; a[j] = a[j-1]; a[j-1] = x}
+				return n % 2 ? a[(n-1)/2] : (a[n/2-1] + a[n/2]) / 2
+			}
+			function col(t) {return k[t] ? sprintf("%.1f", median(t)) : "-"}
+			function ratio(t) {return k[t] && k["proxy"] && median("proxy") > 0 ? sprintf("%.2f", median(t) / median("proxy")) : "-"}
+			END {printf "%-9s %10s %14s %9s %15s %9s\n", cfg, col("proxy"), col("cluster-proxy"), ratio("cluster-proxy"), col("cluster-spread"), ratio("cluster-spread")}' "$COSTS"
+	done
+fi
 
 if ((${#IDLE_ROWS[@]} > 0)); then
 	echo
