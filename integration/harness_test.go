@@ -327,6 +327,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		code = 1
 	}
+	if err := removeClusterBuild(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+	}
 	if code != 0 {
 		fmt.Fprintf(os.Stderr, "--- tail of the shared stacks' logs:\n%s", shared.buf.String())
 	}
