@@ -99,16 +99,20 @@ demo: deps build ## one-minute failover demo: local Sentinel topology, proxy, li
 bench: deps ## throughput vs direct/HAProxy/twemproxy and memory per idle client (BENCH_TARGETS=… to choose)
 	bench/bench.sh
 
-# make soak runs the randomized fault-injecting reply-order test for
-# REPLYORDER_DURATION; SOAK_TIMEOUT leaves it 15 minutes to start the
-# topology, settle and check. Raise both together (REPLYORDER_DURATION=2h
-# SOAK_TIMEOUT=2h15m); REPLYORDER_SEED=… replays a run.
+# make soak runs the randomized fault-injecting reply-order tests, the
+# Sentinel one then the cluster one, each for REPLYORDER_DURATION;
+# SOAK_TIMEOUT leaves them 15 minutes each to start the topology, settle
+# and check. Raise both together (REPLYORDER_DURATION=2h
+# SOAK_TIMEOUT=4h30m); REPLYORDER_SEED=… replays a run (SOAK_RUN=Cluster
+# runs only TestReplyOrderCluster). `make test` runs both for their
+# defaults (60 s and 45 s).
 REPLYORDER_DURATION ?= 30m
-SOAK_TIMEOUT ?= 45m
+SOAK_TIMEOUT ?= 90m
+SOAK_RUN ?= (Cluster)?
 
 .PHONY: soak
-soak: deps ## the randomized reply-order test under faults for REPLYORDER_DURATION (30m)
-	REPLYORDER_DURATION=$(REPLYORDER_DURATION) $(GO) test -race -count=1 -v -timeout $(SOAK_TIMEOUT) -run '^TestReplyOrder$$' ./integration/
+soak: deps ## the randomized reply-order tests (Sentinel, then cluster) under faults for REPLYORDER_DURATION (30m) each
+	REPLYORDER_DURATION=$(REPLYORDER_DURATION) $(GO) test -race -count=1 -v -timeout $(SOAK_TIMEOUT) -run '^TestReplyOrder$(SOAK_RUN)$$' ./integration/
 
 .PHONY: bench-failover
 bench-failover: deps ## failover as clients see it, sentinel-proxy vs HAProxy (FAILOVER_RUNS=… etc., see the script)

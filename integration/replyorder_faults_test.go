@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand"
 	"os"
@@ -180,24 +181,31 @@ func (f *roFaults) awaitSwitch(ctx context.Context, old string) string {
 func (f *roFaults) quiesce(ctx context.Context, m *topology.Node) *redis.Client {
 	c := f.st.Direct(m, 0)
 	f.frozen.Store(true)
-	if err := c.Do(ctx, "CLIENT", "PAUSE", "5000", "WRITE").Err(); err != nil {
+	if err := pauseCaughtUp(ctx, c); err != nil {
 		f.frozen.Store(false)
 		c.Close()
-		f.run.event("CLIENT PAUSE on %s failed: %v", m.Addr, err)
+		f.run.event("%s: %v", m.Addr, err)
 		return nil
+	}
+	return c
+}
+
+// pauseCaughtUp pauses the writes of the master c is connected to (CLIENT
+// PAUSE WRITE, 5 s) and waits up to 3 s until its replicas have its whole
+// replication stream. When they do not, it lifts the pause and says so.
+func pauseCaughtUp(ctx context.Context, c *redis.Client) error {
+	if err := c.Do(ctx, "CLIENT", "PAUSE", "5000", "WRITE").Err(); err != nil {
+		return fmt.Errorf("CLIENT PAUSE failed: %w", err)
 	}
 	deadline := time.Now().Add(3 * time.Second)
 	for time.Now().Before(deadline) {
 		if caughtUp(ctx, c) {
-			return c
+			return nil
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	c.Do(ctx, "CLIENT", "UNPAUSE")
-	c.Close()
-	f.frozen.Store(false)
-	f.run.event("replicas of %s did not catch up in 3 s: no kill this time", m.Addr)
-	return nil
+	return errors.New("replicas did not catch up in 3 s: no kill this time")
 }
 
 // caughtUp reports whether at least one replica is online and every online

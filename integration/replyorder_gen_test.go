@@ -41,6 +41,12 @@ const (
 	kSubscribe
 	kUnsubscribe
 	kPublish
+	// Cluster groups only: commands whose keys span two slots, which the
+	// proxy splits and merges.
+	kMsetX     // MSET of a key in each of the client's two hash tags
+	kMgetX     // MGET over both tags
+	kMsetFresh // MSET of two new keys, one per tag, for the DEL after it
+	kDelPair   // DEL of the two keys of the kMsetFresh before it
 )
 
 // inTx reports whether a command of kind is one the clients queue in MULTI.
@@ -59,8 +65,10 @@ type roCmd struct {
 	tok   string    // ECHO token, value written, client name, published message
 	idx   int       // counter or key index; db for SELECT; protocol for HELLO
 	chans []string  // (UN)SUBSCRIBE; nil for UNSUBSCRIBE of everything
-	push  *roCmd    // BLPOP: the RPUSH before it
-	out   roOutcome // RPUSH: whether it ran
+	push  *roCmd    // BLPOP: the RPUSH before it; DEL: the MSET
+	out   roOutcome // RPUSH, MSET of new keys: whether it ran
+	idx2  int       // MSET, MGET over two tags: the key index in the second
+	tok2  string    // MSET over two tags: the value of the second key
 }
 
 const (
@@ -70,8 +78,20 @@ const (
 	roChannels = 4
 )
 
+// key names the client's key kind+i. In a cluster group every key of a
+// client is in the client's own hash tag, so that its transactions,
+// scripts and multi-key commands stay in one slot.
 func (c *roClient) key(kind string, i int) string {
+	if c.run.cluster {
+		return "{" + c.run.prefix + "c" + strconv.Itoa(c.id) + "}:" + kind + strconv.Itoa(i)
+	}
 	return c.run.prefix + "c" + strconv.Itoa(c.id) + ":" + kind + strconv.Itoa(i)
+}
+
+// xkey names the client's key i in its second hash tag (cluster groups):
+// a command with a key of each tag spans two slots.
+func (c *roClient) xkey(i int) string {
+	return "{" + c.run.prefix + "c" + strconv.Itoa(c.id) + "x}:k" + strconv.Itoa(i)
 }
 
 func (c *roClient) token() string {
@@ -183,6 +203,11 @@ func (c *roClient) gen() []*roCmd {
 		case w < 575:
 			t := "roc" + c.token()
 			p = append(p, &roCmd{kind: kSetName, args: []string{"CLIENT", "SETNAME", t}, tok: t})
+		case w < 595 && c.run.cluster:
+			// A cluster group answers CLIENT SETNAME itself and
+			// forwards no name: GETNAME would show a pooled
+			// connection's.
+			p = append(p, c.cmd(kPing, "PING"))
 		case w < 595:
 			p = append(p, c.cmd(kGetName, "CLIENT", "GETNAME"))
 		case w < 625:
@@ -200,6 +225,9 @@ func (c *roClient) gen() []*roCmd {
 				p = append(p, c.cmd(kDiscard, "DISCARD"))
 			} else {
 				p = append(p, c.cmd(kExec, "EXEC"))
+			}
+			if c.run.avoid["afterexec"] {
+				return p
 			}
 		case w < 690:
 			// A transaction left open across pipelines (and perhaps a
@@ -240,11 +268,31 @@ func (c *roClient) gen() []*roCmd {
 			return p
 		case w < 884:
 			return append(p, c.cmd(kQuit, "QUIT"))
+		case w < 940 && c.run.cluster:
+			p = append(p, c.crossSlot()...)
 		default:
 			p = append(p, c.echo())
 		}
 	}
 	return p
+}
+
+// crossSlot returns a command whose keys span the client's two hash tags
+// (cluster groups): MSET or MGET of its tracked keys, or an MSET of two new
+// keys followed by their DEL.
+func (c *roClient) crossSlot() []*roCmd {
+	i, j := c.rng.Intn(roKeys), c.rng.Intn(roKeys)
+	switch c.rng.Intn(3) {
+	case 0:
+		t, t2 := c.token(), c.token()
+		return []*roCmd{{kind: kMsetX, args: []string{"MSET", c.key("k", i), t, c.xkey(j), t2}, idx: i, tok: t, idx2: j, tok2: t2}}
+	case 1:
+		return []*roCmd{{kind: kMgetX, args: []string{"MGET", c.xkey(j), c.key("k", i)}, idx: i, idx2: j}}
+	}
+	t := c.token()
+	a, b := c.key("d:"+t+":", 0), "{"+c.run.prefix+"c"+strconv.Itoa(c.id)+"x}:d:"+t
+	push := &roCmd{kind: kMsetFresh, args: []string{"MSET", a, t, b, t}, tok: t}
+	return []*roCmd{push, {kind: kDelPair, args: []string{"DEL", a, b}, push: push}}
 }
 
 // subscribe subscribes to one or two channels the client is not on.
@@ -280,10 +328,10 @@ func (c *roClient) genSubscribed(p []*roCmd) []*roCmd {
 				t := c.token()
 				p = append(p, &roCmd{kind: kPublish, args: []string{"PUBLISH", ch, t}, tok: t})
 				continue
-			case w < 50:
+			case w < 50 && !c.run.avoid["subkeys"]:
 				p = append(p, c.incr())
 				continue
-			case w < 55:
+			case w < 55 && !c.run.avoid["subkeys"]:
 				p = append(p, c.get())
 				continue
 			}

@@ -216,6 +216,12 @@ func (c *roClient) checkQueued(cmd *roCmd) error {
 	o, documented := notRun, false
 	if v.isErr() && !lost {
 		o, documented = c.errOutcome(v.str)
+		if !documented && c.run.cluster && isRedirect(v.str) {
+			// README: inside MULTI a redirect is passed on, and the
+			// transaction fails at EXEC.
+			o, documented = notRun, true
+			c.run.count("redirects inside MULTI (documented)")
+		}
 	}
 	switch {
 	case v.is("QUEUED") && c.tx != txLost:
@@ -278,6 +284,14 @@ func (c *roClient) checkExec(cmd *roCmd) error {
 		if tx != txUncertain {
 			return c.mismatch(cmd, v, "the transaction was lost silently: want -EXECABORT (README, Failover)")
 		}
+		c.outcomes[notRun]++
+		return nil
+	}
+	if c.run.cluster && isRedirect(v.str) {
+		// Redis Cluster refuses EXEC itself with a redirect when the
+		// slot moved or the cluster went down meanwhile, and discards
+		// the transaction; inside MULTI the proxy passes redirects on.
+		c.run.count("redirects inside MULTI (documented)")
 		c.outcomes[notRun]++
 		return nil
 	}
@@ -397,8 +411,15 @@ func (c *roClient) settle(cmd *roCmd, o roOutcome) {
 		// after it on the lost connection may have run in the new db.
 		c.anyDB = c.anyDB || cmd.kind == kSelect || cmd.kind == kReset
 	}
-	if cmd.kind == kRpush {
+	switch cmd.kind {
+	case kRpush:
 		cmd.out = o
+	case kMsetFresh:
+		cmd.out = mayRun // split: part of it may have run, whatever the error says
+	case kMsetX:
+		if o == notRun {
+			c.maybe(cmd, c.db) // split: part of it may have run
+		}
 	}
 }
 
@@ -411,6 +432,9 @@ func (c *roClient) maybe(cmd *roCmd, db int) {
 		c.values[db][cmd.idx].maybe(cmd.tok)
 	case kSetBig:
 		c.big[db].maybe(cmd.tok)
+	case kMsetX:
+		c.values[db][cmd.idx].maybe(cmd.tok)
+		c.xvalues[cmd.idx2].maybe(cmd.tok2)
 	}
 }
 
@@ -431,7 +455,7 @@ func (c *roClient) settleUnanswered(cmds []*roCmd) {
 				c.maybe(q, c.db)
 			}
 			c.queued = nil
-		case kRpush:
+		case kRpush, kMsetFresh:
 			cmd.out = mayRun
 		}
 		for db := range roDBs {

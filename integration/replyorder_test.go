@@ -35,7 +35,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/sentinel-proxy/sentinel-proxy/integration/faultshim"
 	"github.com/sentinel-proxy/sentinel-proxy/proxy"
 )
 
@@ -56,8 +55,10 @@ type roConfig struct {
 
 var roFaultKinds = []string{"failover", "kill", "sigstop", "clientkill", "cutrequest", "cutreply", "cutall", "loading", "readonly"}
 
-func roConfigFromEnv(t *testing.T) roConfig {
-	cfg := roConfig{duration: 60 * time.Second, seed: time.Now().UnixNano(), clients: 16, faults: map[string]bool{}}
+// roConfigFromEnv reads the run's configuration; kinds are the fault kinds
+// the test knows, duration its default length.
+func roConfigFromEnv(t *testing.T, kinds []string, duration time.Duration) roConfig {
+	cfg := roConfig{duration: duration, seed: time.Now().UnixNano(), clients: 16, faults: map[string]bool{}}
 	if v := os.Getenv("REPLYORDER_DURATION"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil {
@@ -81,7 +82,7 @@ func roConfigFromEnv(t *testing.T) roConfig {
 	}
 	spec := os.Getenv("REPLYORDER_FAULTS")
 	only := spec != "" && spec != "all" && !strings.HasPrefix(spec, "-")
-	for _, k := range roFaultKinds {
+	for _, k := range kinds {
 		cfg.faults[k] = !only
 	}
 	for _, k := range strings.Split(spec, ",") {
@@ -91,112 +92,18 @@ func roConfigFromEnv(t *testing.T) roConfig {
 			continue
 		}
 		if _, ok := cfg.faults[name]; !ok {
-			t.Fatalf("REPLYORDER_FAULTS: unknown kind %q (kinds: %v)", name, roFaultKinds)
+			t.Fatalf("REPLYORDER_FAULTS: unknown kind %q (kinds: %v)", name, kinds)
 		}
 		cfg.faults[name] = !strings.HasPrefix(k, "-")
 	}
 	return cfg
 }
 
-// shimSource puts a faultshim in front of every master the watcher names:
-// the proxy connects to the shim, and a suspicion of the shim's address is
-// passed on as one of the real node's.
-type shimSource struct {
-	inner proxy.MasterSource
-	seed  int64
-
-	mu     sync.Mutex
-	byReal map[string]*faultshim.Shim
-	byShim map[string]string
-}
-
-// Master returns the shim in front of the watcher's master.
-func (s *shimSource) Master() (string, <-chan struct{}) {
-	addr, changed := s.inner.Master()
-	if addr == "" {
-		return "", changed
-	}
-	if sh := s.shim(addr); sh != nil {
-		return sh.Addr(), changed
-	}
-	return addr, changed
-}
-
-// Suspect passes the suspicion on for the real node.
-func (s *shimSource) Suspect(addr string) {
-	s.mu.Lock()
-	if real, ok := s.byShim[addr]; ok {
-		addr = real
-	}
-	s.mu.Unlock()
-	s.inner.Suspect(addr)
-}
-
-// Fenced passes the watcher's fence on as the shim in front of it.
-func (s *shimSource) Fenced() string {
-	f, ok := s.inner.(proxy.Fencer)
-	if !ok {
-		return ""
-	}
-	addr := f.Fenced()
-	if addr == "" {
-		return ""
-	}
-	if sh := s.shim(addr); sh != nil {
-		return sh.Addr()
-	}
-	return addr
-}
-
-// shim returns the shim in front of real, starting it on first use (Master
-// must not block; a listen on loopback does not).
-func (s *shimSource) shim(real string) *faultshim.Shim {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if sh := s.byReal[real]; sh != nil {
-		return sh
-	}
-	sh, err := faultshim.New(real, s.seed+int64(len(s.byReal)))
-	if err != nil {
-		return nil
-	}
-	if s.byReal == nil {
-		s.byReal, s.byShim = map[string]*faultshim.Shim{}, map[string]string{}
-	}
-	s.byReal[real], s.byShim[sh.Addr()] = sh, real
-	return sh
-}
-
-func (s *shimSource) forReal(real string) *faultshim.Shim {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.byReal[real]
-}
-
-func (s *shimSource) stats() faultshim.Stats {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var all faultshim.Stats
-	for _, sh := range s.byReal {
-		st := sh.Stats()
-		all.Accepted += st.Accepted
-		all.Cuts += st.Cuts
-		all.Injected += st.Injected
-		all.Refusals += st.Refusals
-	}
-	return all
-}
-
-func (s *shimSource) close() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, sh := range s.byReal {
-		sh.Close()
-	}
-}
-
 // roRun is what the clients and the fault injector share.
 type roRun struct {
+	test     string          // the test's name, for the progress lines on stderr
+	cluster  bool            // a cluster group: db 0 only, keys in the client's hash tags
+	avoid    map[string]bool // REPLYORDER_AVOID: command shapes not generated
 	seed     int64
 	addr     string
 	password string
@@ -247,7 +154,7 @@ func (r *roRun) fail(c *roClient, invariant, detail string) {
 	r.mu.Lock()
 	r.failures = append(r.failures, f)
 	r.mu.Unlock()
-	fmt.Fprintf(os.Stderr, "TestReplyOrder: client %d: %s: %s (replay with REPLYORDER_SEED=%d)\n", f.client, invariant, detail, r.seed)
+	fmt.Fprintf(os.Stderr, "%s: client %d: %s: %s (replay with REPLYORDER_SEED=%d)\n", r.test, f.client, invariant, detail, r.seed)
 }
 
 // event records a fault or a topology change.
@@ -283,7 +190,7 @@ func TestReplyOrder(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a topology under faults for a minute")
 	}
-	cfg := roConfigFromEnv(t)
+	cfg := roConfigFromEnv(t, roFaultKinds, 60*time.Second)
 	fmt.Fprintf(os.Stderr, "TestReplyOrder: seed %d, %v, %d clients (replay with REPLYORDER_SEED=%d)\n", cfg.seed, cfg.duration, cfg.clients, cfg.seed)
 	t.Logf("seed %d, duration %v, %d clients, faults %v", cfg.seed, cfg.duration, cfg.clients, cfg.faults)
 
@@ -292,7 +199,7 @@ func TestReplyOrder(t *testing.T) {
 		WrapSource: func(in proxy.MasterSource) proxy.MasterSource { src.inner = in; return src }})
 	t.Cleanup(src.close) // before the stack stops (cleanups run last first)
 
-	run := &roRun{seed: cfg.seed, addr: st.Addr, password: testPassword, counts: map[string]int{},
+	run := &roRun{test: t.Name(), seed: cfg.seed, addr: st.Addr, password: testPassword, counts: map[string]int{},
 		prefix: fmt.Sprintf("ro:%d:", cfg.seed%1_000_000), deadline: time.Now().Add(cfg.duration)}
 	rng := rand.New(rand.NewSource(cfg.seed))
 	ctx, cancel := context.WithCancel(context.Background())
@@ -317,8 +224,8 @@ func TestReplyOrder(t *testing.T) {
 	mem.stop()
 
 	roCheckFinal(t, run, st, clients, faults)
-	roCheckResources(t, run, st, mem, baseGoroutines)
-	roReport(t, run, clients, src, faults)
+	roCheckResources(t, run, st.Server, mem, baseGoroutines)
+	roReport(t, run, clients, src)
 }
 
 // roCheckFinal reads every counter and value back from the final master.
@@ -346,16 +253,16 @@ func roCheckFinal(t *testing.T, run *roRun, st *stack, clients []*roClient, faul
 			if c.stopped {
 				continue // it gave up after repeated failures, all reported
 			}
-			c.checkStored(ctx, rc, db, faults)
+			c.checkStored(ctx, rc, db, faults.lossNote())
 		}
 		rc.Close()
 	}
 }
 
-// checkStored compares what the final master holds with what the client
-// was told.
-func (c *roClient) checkStored(ctx context.Context, rc *redis.Client, db int, faults *roFaults) {
-	note := faults.lossNote()
+// checkStored compares what the final master (or cluster) holds in db
+// with what the client was told; note explains losses that may not be the
+// proxy's.
+func (c *roClient) checkStored(ctx context.Context, rc redis.Cmdable, db int, note string) {
 	for i := range roCounters {
 		v, err := rc.Get(ctx, c.key("n", i)).Int64()
 		if err != nil && err != redis.Nil {
@@ -366,10 +273,17 @@ func (c *roClient) checkStored(ctx context.Context, rc *redis.Client, db int, fa
 			c.run.fail(c, "no acknowledged INCR lost, none run twice", fmt.Sprintf("db %d %s: %v%s", db, c.key("n", i), err, note))
 		}
 	}
-	for i := range roKeys + 1 {
+	n := roKeys + 1
+	if c.run.cluster {
+		n += roKeys // the keys in the client's second hash tag
+	}
+	for i := range n {
 		k, st := c.key("big", 0), &c.big[db]
-		if i < roKeys {
+		switch {
+		case i < roKeys:
 			k, st = c.key("k", i), &c.values[db][i]
+		case i > roKeys:
+			k, st = c.xkey(i-roKeys-1), &c.xvalues[i-roKeys-1]
 		}
 		v, err := rc.Get(ctx, k).Result()
 		if err != nil && err != redis.Nil {
@@ -384,7 +298,7 @@ func (c *roClient) checkStored(ctx context.Context, rc *redis.Client, db int, fa
 
 // roCheckResources checks the process's memory and goroutines during the
 // run, and that the proxy let go of every client afterwards.
-func roCheckResources(t *testing.T, run *roRun, st *stack, mem *memSampler, base int) {
+func roCheckResources(t *testing.T, run *roRun, srv *proxy.Server, mem *memSampler, base int) {
 	heap, gs := mem.peak()
 	t.Logf("peak heap in use %d MiB, peak goroutines %d (%d before the load)", heap>>20, gs, base)
 	if heap > roMaxHeap {
@@ -395,7 +309,7 @@ func roCheckResources(t *testing.T, run *roRun, st *stack, mem *memSampler, base
 	}
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		s := st.Server.Stats()
+		s := srv.Stats()
 		if s.Clients == 0 && s.Pinned == 0 {
 			return
 		}
@@ -408,7 +322,7 @@ func roCheckResources(t *testing.T, run *roRun, st *stack, mem *memSampler, base
 }
 
 // roReport prints the run's figures and every recorded failure.
-func roReport(t *testing.T, run *roRun, clients []*roClient, src *shimSource, faults *roFaults) {
+func roReport(t *testing.T, run *roRun, clients []*roClient, src *shimSource) {
 	var cmds, reconnects int64
 	var outs [3]int64
 	for _, c := range clients {
@@ -460,45 +374,4 @@ func roReport(t *testing.T, run *roRun, clients []*roClient, src *shimSource, fa
 		}
 		t.Error(msg)
 	}
-}
-
-// memSampler samples the heap and goroutine count while the load runs.
-type memSampler struct {
-	mu       sync.Mutex
-	heap     uint64
-	routines int
-	done     chan struct{}
-	cancel   context.CancelFunc
-}
-
-func startMemSampler(ctx context.Context, run *roRun) *memSampler {
-	ctx, cancel := context.WithCancel(ctx)
-	m := &memSampler{done: make(chan struct{}), cancel: cancel}
-	go func() {
-		defer close(m.done)
-		t := time.NewTicker(500 * time.Millisecond)
-		defer t.Stop()
-		for {
-			var ms runtime.MemStats
-			runtime.ReadMemStats(&ms)
-			n := runtime.NumGoroutine()
-			m.mu.Lock()
-			m.heap, m.routines = max(m.heap, ms.HeapInuse), max(m.routines, n)
-			m.mu.Unlock()
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-		}
-	}()
-	return m
-}
-
-func (m *memSampler) stop() { m.cancel(); <-m.done }
-
-func (m *memSampler) peak() (uint64, int) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.heap, m.routines
 }

@@ -1,0 +1,201 @@
+package integration
+
+import (
+	"context"
+	"runtime"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/sentinel-proxy/sentinel-proxy/integration/faultshim"
+	"github.com/sentinel-proxy/sentinel-proxy/proxy"
+	"github.com/sentinel-proxy/sentinel-proxy/proxy/cluster"
+)
+
+// shimSource puts a faultshim in front of every master the watcher names:
+// the proxy connects to the shim, and a suspicion of the shim's address is
+// passed on as one of the real node's.
+type shimSource struct {
+	inner proxy.MasterSource
+	seed  int64
+
+	mu     sync.Mutex
+	byReal map[string]*faultshim.Shim
+	byShim map[string]string
+}
+
+// Master returns the shim in front of the watcher's master.
+func (s *shimSource) Master() (string, <-chan struct{}) {
+	addr, changed := s.inner.Master()
+	if addr == "" {
+		return "", changed
+	}
+	if sh := s.shim(addr); sh != nil {
+		return sh.Addr(), changed
+	}
+	return addr, changed
+}
+
+// Suspect passes the suspicion on for the real node.
+func (s *shimSource) Suspect(addr string) {
+	s.mu.Lock()
+	if real, ok := s.byShim[addr]; ok {
+		addr = real
+	}
+	s.mu.Unlock()
+	s.inner.Suspect(addr)
+}
+
+// Fenced passes the watcher's fence on as the shim in front of it.
+func (s *shimSource) Fenced() string {
+	f, ok := s.inner.(proxy.Fencer)
+	if !ok {
+		return ""
+	}
+	addr := f.Fenced()
+	if addr == "" {
+		return ""
+	}
+	if sh := s.shim(addr); sh != nil {
+		return sh.Addr()
+	}
+	return addr
+}
+
+// shim returns the shim in front of real, starting it on first use (Master
+// must not block; a listen on loopback does not).
+func (s *shimSource) shim(real string) *faultshim.Shim {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sh := s.byReal[real]; sh != nil {
+		return sh
+	}
+	sh, err := faultshim.New(real, s.seed+int64(len(s.byReal)))
+	if err != nil {
+		return nil
+	}
+	if s.byReal == nil {
+		s.byReal, s.byShim = map[string]*faultshim.Shim{}, map[string]string{}
+	}
+	s.byReal[real], s.byShim[sh.Addr()] = sh, real
+	return sh
+}
+
+func (s *shimSource) forReal(real string) *faultshim.Shim {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.byReal[real]
+}
+
+func (s *shimSource) stats() faultshim.Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var all faultshim.Stats
+	for _, sh := range s.byReal {
+		st := sh.Stats()
+		all.Accepted += st.Accepted
+		all.Cuts += st.Cuts
+		all.Injected += st.Injected
+		all.Refusals += st.Refusals
+	}
+	return all
+}
+
+func (s *shimSource) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, sh := range s.byReal {
+		sh.Close()
+	}
+}
+
+// memSampler samples the heap and goroutine count while the load runs.
+type memSampler struct {
+	mu       sync.Mutex
+	heap     uint64
+	routines int
+	done     chan struct{}
+	cancel   context.CancelFunc
+}
+
+func startMemSampler(ctx context.Context, run *roRun) *memSampler {
+	ctx, cancel := context.WithCancel(ctx)
+	m := &memSampler{done: make(chan struct{}), cancel: cancel}
+	go func() {
+		defer close(m.done)
+		t := time.NewTicker(500 * time.Millisecond)
+		defer t.Stop()
+		for {
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			n := runtime.NumGoroutine()
+			m.mu.Lock()
+			m.heap, m.routines = max(m.heap, ms.HeapInuse), max(m.routines, n)
+			m.mu.Unlock()
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return m
+}
+
+func (m *memSampler) stop() { m.cancel(); <-m.done }
+
+func (m *memSampler) peak() (uint64, int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.heap, m.routines
+}
+
+// real returns the node a shim address stands for; any other address is
+// returned as it is.
+func (s *shimSource) real(addr string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r, ok := s.byShim[addr]; ok {
+		return r
+	}
+	return addr
+}
+
+// front returns the shim in front of the real node addr ("" stays "").
+func (s *shimSource) front(addr string) string {
+	if addr == "" {
+		return ""
+	}
+	if sh := s.shim(addr); sh != nil {
+		return sh.Addr()
+	}
+	return addr
+}
+
+// clusterFetch is a cluster.Router's fetch through the shims: the slot map
+// is read from the real nodes and installed with every node's address
+// replaced by its shim's, so that the proxy's connections go through them.
+// Addresses to ask that are shims are asked at their real node.
+func (s *shimSource) clusterFetch(fo cluster.FetchOptions) cluster.FetchFunc {
+	return func(ctx context.Context, addrs []string) (*cluster.Map, cluster.Source, error) {
+		real := make([]string, len(addrs))
+		for i, a := range addrs {
+			real[i] = s.real(a)
+		}
+		m, src, err := cluster.Fetch(ctx, real, fo)
+		if err != nil {
+			return nil, src, err
+		}
+		out := *m // the slot index is an array: copied with it
+		out.Shards = slices.Clone(m.Shards)
+		for i := range out.Shards {
+			sh := &out.Shards[i]
+			sh.Master.Addr = s.front(sh.Master.Addr)
+			sh.Replicas = slices.Clone(sh.Replicas)
+			for j := range sh.Replicas {
+				sh.Replicas[j].Addr = s.front(sh.Replicas[j].Addr)
+			}
+		}
+		return &out, src, nil
+	}
+}
