@@ -30,7 +30,7 @@ import (
 
 type roClusterFaults struct {
 	run     *roRun
-	cs      *clusterStack
+	cs      *roClusterStack
 	src     *shimSource
 	rng     *rand.Rand // the light faults'
 	enabled map[string]bool
@@ -46,7 +46,7 @@ type roClusterFaults struct {
 	lastKill time.Time
 }
 
-func startClusterFaults(ctx context.Context, run *roRun, cs *clusterStack, src *shimSource, slots []int, seed int64, enabled map[string]bool) *roClusterFaults {
+func startClusterFaults(ctx context.Context, run *roRun, cs *roClusterStack, src *shimSource, slots []int, seed int64, enabled map[string]bool) *roClusterFaults {
 	f := &roClusterFaults{run: run, cs: cs, src: src, rng: rand.New(rand.NewSource(seed)), enabled: enabled, slots: slots}
 	f.masters = f.currentMasters(ctx)
 	heavy := rand.New(rand.NewSource(f.rng.Int63()))

@@ -62,8 +62,8 @@ var roClusterFaultKinds = []string{"failover", "kill", "sigstop", "slotmove", "c
 // after about two node timeouts (4 s), more on a loaded machine.
 const roClusterHold = 15 * time.Second
 
-// clusterStack is a Redis Cluster with a router and the proxy in front.
-type clusterStack struct {
+// roClusterStack is a Redis Cluster with a router and the proxy in front.
+type roClusterStack struct {
 	cl     *topology.Cluster
 	router *cluster.Router
 	srv    *proxy.Server
@@ -71,10 +71,10 @@ type clusterStack struct {
 	done   chan error // Serve's result
 }
 
-// startClusterStack starts the cluster, the router (fetching through the
+// startROClusterStack starts the cluster, the router (fetching through the
 // shims of src) and the proxy, and waits until a write through the proxy
 // succeeds. Everything stops when t ends.
-func startClusterStack(t *testing.T, src *shimSource) *clusterStack {
+func startROClusterStack(t *testing.T, src *shimSource) *roClusterStack {
 	t.Helper()
 	log := zaptest.NewLogger(t, zaptest.Level(zapcore.InfoLevel))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -112,7 +112,7 @@ func startClusterStack(t *testing.T, src *shimSource) *clusterStack {
 		t.Fatalf("listen: %v", err)
 	}
 	sctx, stopServe := context.WithCancel(context.Background())
-	cs := &clusterStack{cl: cl, router: r, srv: srv, addr: ln.Addr().String(), done: make(chan error, 1)}
+	cs := &roClusterStack{cl: cl, router: r, srv: srv, addr: ln.Addr().String(), done: make(chan error, 1)}
 	go func() { cs.done <- srv.Serve(sctx, ln) }()
 	t.Cleanup(func() {
 		stopServe()
@@ -147,7 +147,7 @@ func TestReplyOrderCluster(t *testing.T) {
 	t.Logf("seed %d, duration %v, %d clients, faults %v", cfg.seed, cfg.duration, cfg.clients, cfg.faults)
 
 	src := &shimSource{seed: cfg.seed}
-	cs := startClusterStack(t, src)
+	cs := startROClusterStack(t, src)
 
 	avoid := map[string]bool{}
 	for _, k := range strings.Split(os.Getenv("REPLYORDER_AVOID"), ",") {
@@ -195,7 +195,7 @@ func TestReplyOrderCluster(t *testing.T) {
 
 // roCheckClusterFinal reads every counter and value back from the cluster
 // once it is stable, straight from the masters.
-func roCheckClusterFinal(run *roRun, cs *clusterStack, clients []*roClient, faults *roClusterFaults) {
+func roCheckClusterFinal(run *roRun, cs *roClusterStack, clients []*roClient, faults *roClusterFaults) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	if err := cs.cl.WaitStable(ctx); err != nil {
