@@ -163,6 +163,41 @@ func clusterRouting(t *testing.T, c *topology.Cluster, r *cluster.Router, srv *S
 		}
 	})
 
+	t.Run("transaction opened by a command without keys", func(t *testing.T) {
+		// Whatever master the key is on, the MULTI and PING wait for it.
+		for _, m := range r.Masters() {
+			conn := dialRedis(t, addr)
+			k, _ := keyIn(r, m, "tk", 0)
+			for _, step := range [][2]string{{"MULTI", "+OK\r\n"}, {"PING", "+QUEUED\r\n"}, {"ECHO x", "+QUEUED\r\n"},
+				{"SET " + k + " 1", "+QUEUED\r\n"}, {"EXEC", "*3\r\n+PONG\r\n" + bulk("x") + "+OK\r\n"},
+				{"MULTI", "+OK\r\n"}, {"PING", "+QUEUED\r\n"}, {"EXEC", "*1\r\n+PONG\r\n"},
+				{"MULTI", "+OK\r\n"}, {"PING", "+QUEUED\r\n"}, {"DISCARD", "+OK\r\n"}, {"GET " + k, bulk("1")}} {
+				if got := conn.do(strings.Fields(step[0])...); got != step[1] {
+					t.Fatalf("master %s: %s = %q, want %q", m, step[0], got, step[1])
+				}
+			}
+		}
+		// A WATCH the server holds is not forgotten by a DISCARD in the
+		// same batch, and ends with it.
+		conn := dialRedis(t, addr)
+		got := pipeline(conn, []string{"WATCH", "{t}k"}, []string{"MULTI"}, []string{"DISCARD"}, []string{"SET", "{t}k", "x"},
+			[]string{"MULTI"}, []string{"INCR", "{t}n"}, []string{"EXEC"})
+		if got[6] != "*1\r\n:1\r\n" {
+			t.Fatalf("EXEC after WATCH, MULTI, DISCARD = %q, want one INCR (all replies %q)", got[6], got)
+		}
+	})
+
+	t.Run("subscribed connection and keys of another master", func(t *testing.T) {
+		conn := dialRedis(t, addr)
+		first := r.Masters()[0]
+		here, _ := keyIn(r, first, "here", 0)
+		there, _ := keyIn(r, r.Masters()[1], "there", 0)
+		got := pipeline(conn, []string{"HELLO", "3"}, []string{"SUBSCRIBE", "c"}, []string{"SET", here, "1"}, []string{"GET", there})
+		if got[2] != "+OK\r\n" || got[3] != "-"+errDuplexOtherMaster+"\r\n" {
+			t.Fatalf("got %q", got[2:])
+		}
+	})
+
 	t.Run("keyspace commands fan out", func(t *testing.T) {
 		conn := dialRedis(t, addr)
 		if got := conn.do("FLUSHALL"); got != "+OK\r\n" {

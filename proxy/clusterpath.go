@@ -16,13 +16,13 @@ import (
 // slot of its first key.
 
 const (
-	errSelectCluster  = "ERR SELECT is not allowed in cluster mode"
-	errNoTable        = "CLUSTERDOWN sentinel-proxy has not read the cluster's command table yet (sentinel-proxy)"
-	errMergeFailed    = "ERR sentinel-proxy could not merge the replies of the cluster's nodes (sentinel-proxy)"
-	errNoMasters      = "CLUSTERDOWN no master of the cluster is known (sentinel-proxy)"
-	multiCmd          = "*1\r\n$5\r\nMULTI\r\n"
-	emptyExec         = "*0\r\n"
-	errUnroutableKeys = "ERR sentinel-proxy cannot find the keys of this command to route it in the cluster (sentinel-proxy)"
+	errSelectCluster = "ERR SELECT is not allowed in cluster mode"
+	errNoTable       = "CLUSTERDOWN sentinel-proxy has not read the cluster's command table yet (sentinel-proxy)"
+	errMergeFailed   = "ERR sentinel-proxy could not merge the replies of the cluster's nodes (sentinel-proxy)"
+	errNoMasters     = "CLUSTERDOWN no master of the cluster is known (sentinel-proxy)"
+	multiCmd         = "*1\r\n$5\r\nMULTI\r\n"
+	emptyExec        = "*0\r\n"
+	queuedReply      = "+QUEUED\r\n"
 )
 
 // send forwards a run of commands: to the master of a Sentinel group, or
@@ -74,7 +74,11 @@ func (s *session) clusterForward(cmds []Command, infos []cmdInfo, depth int) err
 		start, runSlot, runAddr = end, -1, ""
 		return err
 	}
+	// What the batch does to the transaction, as planned so far: a WATCH
+	// or MULTI ahead in the batch has not run yet when a later command is
+	// planned.
 	txOpen := s.tx == txWatch || s.tx == txMulti || s.heldMulti
+	inMulti := s.tx == txMulti || s.heldMulti
 	for i := range cmds {
 		args, kind := cmds[i].Args, infos[i].kind
 		if kind == kindReset {
@@ -82,28 +86,43 @@ func (s *session) clusterForward(cmds []Command, infos []cmdInfo, depth int) err
 			if err := flush(i); err != nil {
 				return err
 			}
-			s.heldMulti, s.txCross, s.txSlot = false, false, -1
+			s.dropHeld()
 		}
 		local := "" // an answer of the proxy's own
 		var p cluster.Plan
 		fan := false
 		switch {
-		case kind == kindMulti && s.pinned == nil && s.tx == txNone && !s.heldMulti:
+		case kind == kindMulti && !txOpen && s.pinned == nil:
 			local = "multi"
 		case kind == kindExec && s.txCross:
 			local = "abort"
-		case (kind == kindExec || kind == kindDiscard) && s.heldMulti && start == i:
+		case kind == kindDiscard && s.heldMulti && start == i,
+			kind == kindExec && s.heldMulti && start == i && s.heldN == 0:
 			local = "empty"
 		case !txOpen && fanOut(args):
 			fan = true
 		default:
 			p = t.Split(args, nil)
+			if p.Kind == cluster.Unresolved {
+				// Unknown to the table (an unknown command, say): any
+				// master answers it, and a -MOVED is followed.
+				p = cluster.Plan{Kind: cluster.Single, Slot: -1}
+			}
+			if s.heldMulti && start == i && p.Kind == cluster.Single && p.Slot < 0 && queuable(t, args, kind) {
+				local = "queue"
+			}
 		}
 		switch kind {
-		case kindWatch, kindMulti:
+		case kindWatch:
 			txOpen = true
+		case kindMulti:
+			txOpen, inMulti = true, true
 		case kindExec, kindDiscard, kindReset:
-			txOpen = false
+			txOpen, inMulti = false, false
+		case kindUnwatch:
+			if !inMulti {
+				txOpen = false
+			}
 		}
 		if local == "" && !fan && p.Kind == cluster.Single && p.Slot >= 0 && txOpen {
 			switch {
@@ -111,7 +130,7 @@ func (s *session) clusterForward(cmds []Command, infos []cmdInfo, depth int) err
 				s.txSlot = p.Slot
 			case s.txSlot != p.Slot:
 				p = cluster.Plan{Kind: cluster.Refuse, Reply: []byte("-" + cluster.CrossSlotError + "\r\n")}
-				if s.tx == txMulti || s.heldMulti {
+				if inMulti {
 					s.txCross = true
 				}
 			}
@@ -131,6 +150,9 @@ func (s *session) clusterForward(cmds []Command, infos []cmdInfo, depth int) err
 					runSlot, runAddr = p.Slot, addr
 				}
 			}
+			if !txOpen && (kind == kindExec || kind == kindDiscard || kind == kindUnwatch) {
+				s.txSlot = -1 // for the commands after it; its run keeps its slot
+			}
 			continue
 		}
 		if err := flush(i); err != nil {
@@ -143,11 +165,17 @@ func (s *session) clusterForward(cmds []Command, infos []cmdInfo, depth int) err
 			s.multi()
 			s.heldMulti, s.txSlot = true, -1
 			s.writeRaw([]byte(okReply))
+		case local == "queue":
+			// A command without keys inside a held MULTI: queued with
+			// it, until a key shows which master the transaction is for.
+			s.heldCmds = append(s.heldCmds, cmds[i].Raw...)
+			s.heldN++
+			s.writeRaw([]byte(queuedReply))
 		case local == "abort":
-			s.heldMulti, s.txCross, s.txSlot = false, false, -1
+			s.dropHeld()
 			s.abortTx()
 		case local == "empty":
-			s.heldMulti, s.txSlot = false, -1
+			s.dropHeld()
 			s.endTx()
 			if kind == kindExec {
 				s.writeRaw([]byte(emptyExec))
@@ -161,14 +189,33 @@ func (s *session) clusterForward(cmds []Command, infos []cmdInfo, depth int) err
 			s.writeRaw(p.Reply)
 		case p.Kind == cluster.Scatter:
 			err = s.scatter(&p, depth)
-		default:
-			s.writeError(errUnroutableKeys)
 		}
 		if err != nil {
 			return err
 		}
 	}
 	return flush(len(cmds))
+}
+
+// dropHeld forgets a held MULTI and what was queued with it.
+func (s *session) dropHeld() {
+	s.heldMulti, s.heldCmds, s.heldN, s.txCross, s.txSlot = false, nil, 0, false, -1
+}
+
+// queuable reports whether a command without keys may be queued with a held
+// MULTI and answered +QUEUED by the proxy: a plain command Redis knows,
+// with a number of arguments it accepts (anything else is sent at once,
+// with the MULTI, for the server's own error).
+func queuable(t cluster.Table, args [][]byte, kind cmdKind) bool {
+	if kind != kindPlain && kind != kindBlocking {
+		return false
+	}
+	c := t.Lookup(args)
+	if c == nil {
+		return false
+	}
+	n := len(args)
+	return c.Arity > 0 && n == c.Arity || c.Arity < 0 && n >= -c.Arity
 }
 
 // slotRoute returns the source of a run for slot (-1: no key).
@@ -193,7 +240,9 @@ func (s *session) slotRoute(slot int) *sourceBox {
 // follows the redirects among its replies.
 func (s *session) runOn(src *sourceBox, prefix []byte, cmds []Command, infos []cmdInfo, depth int) error {
 	if prefix == nil && s.heldMulti {
-		prefix = []byte(multiCmd)
+		// The held MULTI and the commands queued with it go first.
+		prefix = append([]byte(multiCmd), s.heldCmds...)
+		s.prefixN = 1 + s.heldN
 	}
 	if addr, _ := src.Master(); addr != "" {
 		s.srv.cl.countFor(s.srv.m, addr).Add(float64(len(cmds)))
@@ -202,9 +251,9 @@ func (s *session) runOn(src *sourceBox, prefix []byte, cmds []Command, infos []c
 	s.route, s.prefix, s.deferred = src, prefix, nil
 	err := s.forward(cmds, infos)
 	d := s.deferred
-	s.route, s.prefix, s.deferred = savedRoute, nil, savedDefer
+	s.route, s.prefix, s.prefixN, s.deferred = savedRoute, nil, 0, savedDefer
 	if s.tx != txMulti || s.pinned != nil {
-		s.heldMulti = false
+		s.heldMulti, s.heldCmds, s.heldN = false, nil, 0
 	}
 	if err != nil {
 		if d != nil {
@@ -359,4 +408,34 @@ func (s *session) routeDuplex(cmd Command) {
 	if chans, ok := t.ShardChannels(cmd.Args); ok && len(chans) > 0 {
 		s.route = &sourceBox{MasterSource: &slotMaster{r: s.srv.cl.router, slot: int(cluster.Slot(chans[0]))}}
 	}
+}
+
+const errDuplexOtherMaster = "ERR in a cluster group, a subscribed or tracking connection only takes keys of its own master's slots; use another connection for this key (sentinel-proxy)"
+
+// clusterRefusal returns the error for a command sent on a cluster
+// session's full-duplex connection that it cannot carry: one whose keys
+// are served by another master than the connection's, or span slots.
+// "" when the connection can carry it.
+func (d *duplex) clusterRefusal(args [][]byte) string {
+	c := d.s.srv.cl
+	t := c.table.Load()
+	if t == nil {
+		return ""
+	}
+	p := (*t).Split(args, nil)
+	switch {
+	case p.Kind == cluster.Scatter || p.Kind == cluster.Refuse:
+		return cluster.CrossSlotError
+	case p.Kind != cluster.Single || p.Slot < 0:
+		return ""
+	}
+	src := d.src
+	if src == nil {
+		src = d.s.srv.source()
+	}
+	own, _ := src.Master()
+	if addr, ok := c.router.Lookup(p.Slot); ok && addr != own {
+		return errDuplexOtherMaster
+	}
+	return ""
 }

@@ -175,7 +175,6 @@ func (s *session) resolve(oldAddr string, cmds []Command, infos []cmdInfo, faile
 	// The replies from here on are the retried commands' own: none is to
 	// be dropped or held back, however the first attempt ended.
 	s.rw.client, s.rw.discarding, s.rw.holding = s.out(), false, false
-	s.rw.holdErrors = s.srv.cl != nil && s.tx != txMulti // redirects, as in replies
 	start := 0                                           // the first pending command not answered yet
 	for try := 1; ; try++ {
 		var retry []Command
@@ -225,6 +224,7 @@ func (s *session) resolve(oldAddr string, cmds []Command, infos []cmdInfo, faile
 			case b == nil:
 				s.writeError(s.acquireErrorText(retryErr))
 			default:
+				s.rw.holdErrors = s.srv.cl != nil && s.tx != txMulti // redirects, as in replies
 				if err := s.reply(b, cmds[p.idx], infos[p.idx]); err != nil {
 					s.failed(b)
 					b = nil

@@ -65,7 +65,10 @@ func (s *session) redirected(idx int, frame []byte, from string) bool {
 		if addr == "" {
 			r.kind = redirAgain // "?": the node does not know the endpoint yet
 		}
-	} else if bytes.HasPrefix(frame, []byte("-TRYAGAIN")) || bytes.HasPrefix(frame, []byte("-CLUSTERDOWN")) {
+	} else if bytes.HasPrefix(frame, []byte("-TRYAGAIN")) || bytes.HasPrefix(frame, []byte("-CLUSTERDOWN")) ||
+		bytes.HasPrefix(frame, []byte("-UNBLOCKED force unblocking")) {
+		// UNBLOCKED: a blocked command whose master was demoted under it
+		// (CLUSTER FAILOVER); it took nothing and is sent again.
 		r.kind = redirAgain
 		s.srv.cl.router.RequestRefresh()
 	} else {

@@ -34,10 +34,11 @@ func (s *session) replies(b *backend, cmds []Command, infos []cmdInfo) error {
 	rw := &s.rw
 	rw.client, rw.err, rw.discarding = s.out(), nil, false
 	retryable := s.tx != txMulti && allRetryable(infos)
-	// A cluster's redirects are held back from any command outside MULTI.
-	rw.holdErrors = retryable || s.srv.cl != nil && s.tx != txMulti
 	s.pending = s.pending[:0]
 	for i := range cmds {
+		// A cluster's redirects are held back from any command outside
+		// MULTI (which an EXEC earlier in the run may have ended).
+		rw.holdErrors = retryable || s.srv.cl != nil && s.tx != txMulti
 		err := s.reply(b, cmds[i], infos[i])
 		switch {
 		case err != nil && rw.err != nil:

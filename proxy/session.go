@@ -63,6 +63,8 @@ type session struct {
 	// of its keys (-1 none yet); txCross marks a MULTI with a command
 	// refused as -CROSSSLOT: its EXEC aborts.
 	heldMulti bool
+	heldCmds  []byte // commands without keys queued with the held MULTI
+	heldN     int
 	txSlot    int
 	txCross   bool
 	ended     bool // end ran: the server has forgotten the session
@@ -83,7 +85,8 @@ type batchScratch struct {
 	pending []pendingReply
 
 	route    *sourceBox // a cluster run's master (nil: the group's source)
-	prefix   []byte     // a command of the proxy's own sent before the run (ASKING, MULTI)
+	prefix   []byte     // commands of the proxy's own sent before the run (ASKING, MULTI)
+	prefixN  int        // how many replies prefix has (0: one)
 	deferred *deferral  // replies held back after a cluster redirect
 	slotSrc  slotMaster // the source of the current cluster run (slotRoute)
 	slotBox  sourceBox
@@ -451,7 +454,7 @@ func (s *session) forward(cmds []Command, infos []cmdInfo) error {
 		s.answerMayHaveRun(infos)
 		return nil
 	}
-	if hidden {
+	for k := 0; hidden && k < max(s.prefixN, 1); k++ {
 		if err := s.skipReply(b); err != nil {
 			s.failed(b)
 			s.answerMayHaveRun(infos)
