@@ -2,7 +2,9 @@ package proxy
 
 import (
 	"bytes"
+	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/sentinel-proxy/sentinel-proxy/proxy/cluster"
@@ -89,11 +91,14 @@ func (s *session) clusterForward(cmds []Command, infos []cmdInfo, depth int) err
 			s.dropHeld()
 		}
 		local := "" // an answer of the proxy's own
+		heldErr := ""
 		var p cluster.Plan
 		fan := false
 		switch {
 		case kind == kindMulti && !txOpen && s.pinned == nil:
 			local = "multi"
+		case kind == kindMulti && s.heldMulti && start == i:
+			local, heldErr = "held error", errNestedMulti
 		case kind == kindExec && s.txCross:
 			local = "abort"
 		case kind == kindDiscard && s.heldMulti && start == i,
@@ -108,8 +113,13 @@ func (s *session) clusterForward(cmds []Command, infos []cmdInfo, depth int) err
 				// master answers it, and a -MOVED is followed.
 				p = cluster.Plan{Kind: cluster.Single, Slot: -1}
 			}
-			if s.heldMulti && start == i && p.Kind == cluster.Single && p.Slot < 0 && queuable(t, args, kind) {
-				local = "queue"
+			if s.heldMulti && start == i && p.Kind == cluster.Single && p.Slot < 0 {
+				switch queue, msg := heldVerdict(t, args, kind); {
+				case queue:
+					local = "queue"
+				case msg != "":
+					local, heldErr = "held error", msg
+				}
 			}
 		}
 		switch kind {
@@ -171,6 +181,13 @@ func (s *session) clusterForward(cmds []Command, infos []cmdInfo, depth int) err
 			s.heldCmds = append(s.heldCmds, cmds[i].Raw...)
 			s.heldN++
 			s.writeRaw([]byte(queuedReply))
+		case local == "held error":
+			// What Redis answers at once inside MULTI; all but a nested
+			// MULTI make the EXEC fail.
+			s.writeError(heldErr)
+			if heldErr != errNestedMulti {
+				s.txCross = true
+			}
 		case local == "abort":
 			s.dropHeld()
 			s.abortTx()
@@ -202,20 +219,40 @@ func (s *session) dropHeld() {
 	s.heldMulti, s.heldCmds, s.heldN, s.txCross, s.txSlot = false, nil, 0, false, -1
 }
 
-// queuable reports whether a command without keys may be queued with a held
-// MULTI and answered +QUEUED by the proxy: a plain command Redis knows,
-// with a number of arguments it accepts (anything else is sent at once,
-// with the MULTI, for the server's own error).
-func queuable(t cluster.Table, args [][]byte, kind cmdKind) bool {
+const errNestedMulti = "ERR MULTI calls can not be nested"
+
+// heldVerdict says how a command without keys is answered inside a held
+// MULTI: queued with it and answered +QUEUED (a plain command Redis knows,
+// with a number of arguments it accepts), answered at once with msg, Redis's
+// own error for an unknown command or a wrong number of arguments, or
+// neither: sent at once, with the MULTI, to the first master.
+func heldVerdict(t cluster.Table, args [][]byte, kind cmdKind) (queue bool, msg string) {
 	if kind != kindPlain && kind != kindBlocking {
-		return false
+		return false, ""
 	}
 	c := t.Lookup(args)
 	if c == nil {
-		return false
+		return false, unknownCommand(args)
 	}
-	n := len(args)
-	return c.Arity > 0 && n == c.Arity || c.Arity < 0 && n >= -c.Arity
+	if n := len(args); c.Arity > 0 && n != c.Arity || c.Arity < 0 && n < -c.Arity {
+		return false, "ERR wrong number of arguments for '" + c.Name + "' command"
+	}
+	return true, ""
+}
+
+// unknownCommand is Redis's error for a command it does not know
+// (processCommand in server.c).
+func unknownCommand(args [][]byte) string {
+	var b strings.Builder
+	for _, a := range args[1:] {
+		if b.Len() >= 128 {
+			break
+		}
+		fmt.Fprintf(&b, "'%s' ", a[:min(len(a), 128-b.Len())])
+	}
+	name := args[0][:min(len(args[0]), 128)]
+	msg := fmt.Sprintf("ERR unknown command '%s', with args beginning with: %s", name, b.String())
+	return strings.NewReplacer("\r", " ", "\n", " ").Replace(msg)
 }
 
 // slotRoute returns the source of a run for slot (-1: no key).

@@ -175,7 +175,7 @@ func (s *session) resolve(oldAddr string, cmds []Command, infos []cmdInfo, faile
 	// The replies from here on are the retried commands' own: none is to
 	// be dropped or held back, however the first attempt ended.
 	s.rw.client, s.rw.discarding, s.rw.holding = s.out(), false, false
-	start := 0                                           // the first pending command not answered yet
+	start := 0 // the first pending command not answered yet
 	for try := 1; ; try++ {
 		var retry []Command
 		needNew, safe := false, true
