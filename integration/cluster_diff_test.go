@@ -107,7 +107,8 @@ func clusterDiffScripts() []diffScript {
 }
 
 // keylessMulti are transactions whose first command after MULTI has no
-// key (PING, a nested MULTI, a SET with its value missing), each command
+// key (PING, a nested MULTI, a SET with its value missing, an unknown
+// command, GET and CLIENT without arguments), each command
 // sent on its own: the proxy must still run them on the master of the
 // slot of their first key. clusterDiffScripts' own transactions start
 // with a key.
@@ -115,6 +116,9 @@ var keylessMulti = diffScript{"keyless command first in MULTI", []diffBatch{
 	on(0, "MULTI"), on(0, "PING"), on(0, "SET {t}a 1"), on(0, "INCR {t}a"), on(0, "EXEC"),
 	on(0, "MULTI"), on(0, "MULTI"), on(0, "INCR {t}a"), on(0, "EXEC"),
 	on(0, "MULTI"), on(0, "SET {t}a"), on(0, "WATCH {t}a"), on(0, "INCR {t}a"), on(0, "EXEC"),
+	on(0, "MULTI"), on(0, "NOSUCHCMD {t}a b\r\nc"), on(0, "INCR {t}a"), on(0, "EXEC"),
+	on(0, "MULTI"), on(0, "GET"), on(0, "PING"), on(0, "EXEC"),
+	on(0, "MULTI"), on(0, "CLIENT"), on(0, "EXEC"),
 	on(0, "DEL {t}a"),
 }}
 
