@@ -8,6 +8,8 @@ import (
 	"math/rand"
 	"net"
 	"os"
+	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"time"
 )
@@ -181,7 +183,7 @@ func (c *roClient) disconnected(err error) {
 		c.run.count("documented disconnects")
 		return
 	case isTimeoutErr(ce.err):
-		c.run.fail(c, "every command gets a reply", fmt.Sprintf("no reply to %q within %v", shortArgs(ce.cmd.args), roReplyTimeout))
+		c.run.fail(c, "every command gets a reply", fmt.Sprintf("no reply to %q within %v (goroutines of the process: %s)", shortArgs(ce.cmd.args), roReplyTimeout, dumpGoroutines(c.run.seed)))
 	case errors.Is(ce.err, errPartial):
 		c.run.fail(c, "the proxy keeps the client connection open", fmt.Sprintf("connection ended inside the reply to %q (%v): the proxy passed part of a small reply on, then closed the client", shortArgs(ce.cmd.args), ce.err))
 	default:
@@ -491,4 +493,17 @@ func (c *roClient) direct(cmd *roCmd, v rval) error {
 		return c.directCluster(cmd, v)
 	}
 	return c.mismatch(cmd, v, "unexpected reply")
+}
+
+// dumpGoroutines writes every goroutine's stack (the proxy runs in this
+// process) to a file in the temporary directory and returns its name.
+func dumpGoroutines(seed int64) string {
+	name := filepath.Join(os.TempDir(), fmt.Sprintf("replyorder-%d-goroutines-%s.txt", seed, time.Now().Format("150405.000")))
+	f, err := os.Create(name)
+	if err != nil {
+		return err.Error()
+	}
+	defer f.Close()
+	pprof.Lookup("goroutine").WriteTo(f, 2)
+	return name
 }

@@ -1,9 +1,7 @@
 package proxy
 
 import (
-	"bytes"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -67,6 +65,11 @@ func (s *session) clusterForward(cmds []Command, infos []cmdInfo, depth int) err
 		s.txSlot, s.txCross = -1, false
 	}
 	router := s.srv.cl.router
+	if len(cmds) > 2 {
+		if done, err := s.byMaster(t, cmds, infos, depth); done {
+			return err
+		}
+	}
 	start, runSlot, runAddr := 0, -1, ""
 	flush := func(end int) error {
 		var err error
@@ -302,138 +305,6 @@ func (s *session) runOn(src *sourceBox, prefix []byte, cmds []Command, infos []c
 	return s.followRedirects(d, cmds, infos, depth)
 }
 
-// scatter runs the sub-commands of a command split by slot and answers
-// the merge of their replies.
-func (s *session) scatter(p *cluster.Plan, depth int) error {
-	cmds := make([]Command, len(p.Subs))
-	infos := make([]cmdInfo, len(p.Subs))
-	for k, sub := range p.Subs {
-		cmds[k] = Command{Raw: sub.Cmd, Args: sub.Args}
-		infos[k] = classify(sub.Args)
-	}
-	out, err := s.capture(func() error { return s.clusterForward(cmds, infos, depth) })
-	if err != nil {
-		return err
-	}
-	replies := splitFrames(out, len(cmds))
-	if replies == nil {
-		s.writeError(errMergeFailed)
-		return nil
-	}
-	merged, err := p.Merge(replies)
-	if err != nil {
-		s.writeError(errMergeFailed)
-		return nil
-	}
-	s.writeRaw(merged)
-	return nil
-}
-
-// splitFrames cuts out into n reply frames; nil if it does not hold n.
-func splitFrames(out []byte, n int) [][]byte {
-	frames := make([][]byte, 0, n)
-	for len(out) > 0 {
-		l, err := cluster.FrameLen(out)
-		if err != nil {
-			return nil
-		}
-		frames = append(frames, out[:l])
-		out = out[l:]
-	}
-	if len(frames) != n {
-		return nil
-	}
-	return frames
-}
-
-// fanOut reports whether args is a keyspace-wide command the proxy sends
-// to every master (or, SCAN, to the master its cursor names).
-func fanOut(args [][]byte) bool {
-	var buf [16]byte
-	name := lower(buf[:0], args[0])
-	switch string(name) {
-	case "keys", "dbsize", "flushall", "flushdb", "randomkey":
-		return true
-	case "scan":
-		return len(args) >= 2
-	case "info":
-		return len(args) == 2 && bytes.EqualFold(args[1], []byte("keyspace"))
-	case "script":
-		return len(args) >= 2 && (bytes.EqualFold(args[1], []byte("load")) || bytes.EqualFold(args[1], []byte("flush")))
-	}
-	return false
-}
-
-// fanOut runs a keyspace-wide command on the masters and answers the
-// merge of their replies.
-func (s *session) fanOut(cmd Command, info cmdInfo, depth int) error {
-	masters := *s.srv.cl.masters.Load()
-	if len(masters) == 0 {
-		s.writeError(errNoMasters)
-		return nil
-	}
-	var buf [16]byte
-	name := string(lower(buf[:0], cmd.Args[0]))
-	on := func(addr string, c Command) ([]byte, error) {
-		src := &sourceBox{MasterSource: &fixedNode{r: s.srv.cl.router, addr: addr}}
-		return s.capture(func() error { return s.runOn(src, nil, []Command{c}, []cmdInfo{info}, depth) })
-	}
-	if name == "scan" {
-		shard, node, err := cluster.DecodeCursor(cmd.Args[1], len(masters))
-		if err != nil {
-			s.writeError("ERR invalid cursor")
-			return nil
-		}
-		args := append([][]byte{cmd.Args[0], strconv.AppendUint(nil, node, 10)}, cmd.Args[2:]...)
-		reply, err := on(masters[shard], Command{Raw: appendArgs(nil, args), Args: args})
-		if err != nil {
-			return err
-		}
-		if out, merr := cluster.ScanReply(shard, len(masters), reply); merr == nil {
-			s.writeRaw(out)
-		} else {
-			s.writeError(errMergeFailed)
-		}
-		return nil
-	}
-	replies := make([][]byte, len(masters))
-	for k, addr := range masters {
-		reply, err := on(addr, cmd)
-		if err != nil {
-			return err
-		}
-		replies[k] = reply
-	}
-	var out []byte
-	var err error
-	switch name {
-	case "keys":
-		out, err = cluster.MergeKeys(replies)
-	case "dbsize":
-		out, err = cluster.MergeDBSize(replies)
-	case "flushall", "flushdb":
-		out, err = cluster.MergeFlush(replies)
-	case "randomkey":
-		out, err = cluster.MergeRandomKey(replies, max(s.state.proto, 2))
-	case "info":
-		out, err = cluster.MergeInfoKeyspace(replies)
-	default: // SCRIPT LOAD, SCRIPT FLUSH: the same answer from every master
-		out = replies[0]
-		for _, r := range replies {
-			if len(r) > 0 && r[0] == '-' {
-				out = r
-				break
-			}
-		}
-	}
-	if err != nil || out == nil {
-		s.writeError(errMergeFailed)
-		return nil
-	}
-	s.writeRaw(out)
-	return nil
-}
-
 // routeDuplex sends a cluster session's SSUBSCRIBE to the master of its
 // channels' slot; the connection follows that slot's master from then on.
 // Other commands that start full duplex go to the first master.
@@ -445,34 +316,4 @@ func (s *session) routeDuplex(cmd Command) {
 	if chans, ok := t.ShardChannels(cmd.Args); ok && len(chans) > 0 {
 		s.route = &sourceBox{MasterSource: &slotMaster{r: s.srv.cl.router, slot: int(cluster.Slot(chans[0]))}}
 	}
-}
-
-const errDuplexOtherMaster = "ERR in a cluster group, a subscribed or tracking connection only takes keys of its own master's slots; use another connection for this key (sentinel-proxy)"
-
-// clusterRefusal returns the error for a command sent on a cluster
-// session's full-duplex connection that it cannot carry: one whose keys
-// are served by another master than the connection's, or span slots.
-// "" when the connection can carry it.
-func (d *duplex) clusterRefusal(args [][]byte) string {
-	c := d.s.srv.cl
-	t := c.table.Load()
-	if t == nil {
-		return ""
-	}
-	p := (*t).Split(args, nil)
-	switch {
-	case p.Kind == cluster.Scatter || p.Kind == cluster.Refuse:
-		return cluster.CrossSlotError
-	case p.Kind != cluster.Single || p.Slot < 0:
-		return ""
-	}
-	src := d.src
-	if src == nil {
-		src = d.s.srv.source()
-	}
-	own, _ := src.Master()
-	if addr, ok := c.router.Lookup(p.Slot); ok && addr != own {
-		return errDuplexOtherMaster
-	}
-	return ""
 }

@@ -66,7 +66,7 @@ func (s *session) redirected(idx int, frame []byte, from string) bool {
 			r.kind = redirAgain // "?": the node does not know the endpoint yet
 		}
 	} else if bytes.HasPrefix(frame, []byte("-TRYAGAIN")) || bytes.HasPrefix(frame, []byte("-CLUSTERDOWN")) ||
-		bytes.HasPrefix(frame, []byte("-UNBLOCKED force unblocking")) {
+		bytes.HasPrefix(frame, []byte("-UNBLOCKED force unblock")) {
 		// UNBLOCKED: a blocked command whose master was demoted under it
 		// (CLUSTER FAILOVER); it took nothing and is sent again.
 		r.kind = redirAgain

@@ -1,0 +1,255 @@
+package proxy
+
+import (
+	"bytes"
+	"errors"
+	"strconv"
+
+	"github.com/sentinel-proxy/sentinel-proxy/proxy/cluster"
+)
+
+// The cluster commands that go to several masters: a command split by
+// slot (scatter), the keyspace-wide ones (fanOut), and a pipeline gathered
+// per master (byMaster); and what a full-duplex connection refuses.
+
+// scatter runs the sub-commands of a command split by slot and answers
+// the merge of their replies.
+func (s *session) scatter(p *cluster.Plan, depth int) error {
+	cmds := make([]Command, len(p.Subs))
+	infos := make([]cmdInfo, len(p.Subs))
+	for k, sub := range p.Subs {
+		cmds[k] = Command{Raw: sub.Cmd, Args: sub.Args}
+		infos[k] = classify(sub.Args)
+	}
+	out, err := s.capture(func() error { return s.clusterForward(cmds, infos, depth) })
+	if err != nil {
+		return err
+	}
+	replies := splitFrames(out, len(cmds))
+	if replies == nil {
+		s.writeError(errMergeFailed)
+		return nil
+	}
+	merged, err := p.Merge(replies)
+	if err != nil {
+		s.writeError(errMergeFailed)
+		return nil
+	}
+	s.writeRaw(merged)
+	return nil
+}
+
+// splitFrames cuts out into n reply frames; nil if it does not hold n.
+func splitFrames(out []byte, n int) [][]byte {
+	frames := make([][]byte, 0, n)
+	for len(out) > 0 {
+		l, err := cluster.FrameLen(out)
+		if err != nil {
+			return nil
+		}
+		frames = append(frames, out[:l])
+		out = out[l:]
+	}
+	if len(frames) != n {
+		return nil
+	}
+	return frames
+}
+
+// fanOut reports whether args is a keyspace-wide command the proxy sends
+// to every master (or, SCAN, to the master its cursor names).
+func fanOut(args [][]byte) bool {
+	var buf [16]byte
+	name := lower(buf[:0], args[0])
+	switch string(name) {
+	case "keys", "dbsize", "flushall", "flushdb", "randomkey":
+		return true
+	case "scan":
+		return len(args) >= 2
+	case "info":
+		return len(args) == 2 && bytes.EqualFold(args[1], []byte("keyspace"))
+	case "script":
+		return len(args) >= 2 && (bytes.EqualFold(args[1], []byte("load")) || bytes.EqualFold(args[1], []byte("flush")))
+	}
+	return false
+}
+
+// fanOut runs a keyspace-wide command on the masters and answers the
+// merge of their replies.
+func (s *session) fanOut(cmd Command, info cmdInfo, depth int) error {
+	masters := *s.srv.cl.masters.Load()
+	if len(masters) == 0 {
+		s.writeError(errNoMasters)
+		return nil
+	}
+	var buf [16]byte
+	name := string(lower(buf[:0], cmd.Args[0]))
+	on := func(addr string, c Command) ([]byte, error) {
+		src := &sourceBox{MasterSource: &fixedNode{r: s.srv.cl.router, addr: addr}}
+		return s.capture(func() error { return s.runOn(src, nil, []Command{c}, []cmdInfo{info}, depth) })
+	}
+	if name == "scan" {
+		shard, node, err := cluster.DecodeCursor(cmd.Args[1], len(masters))
+		if err != nil {
+			s.writeError("ERR invalid cursor")
+			return nil
+		}
+		args := append([][]byte{cmd.Args[0], strconv.AppendUint(nil, node, 10)}, cmd.Args[2:]...)
+		reply, err := on(masters[shard], Command{Raw: appendArgs(nil, args), Args: args})
+		if err != nil {
+			return err
+		}
+		if out, merr := cluster.ScanReply(shard, len(masters), reply); merr == nil {
+			s.writeRaw(out)
+		} else {
+			s.writeError(errMergeFailed)
+		}
+		return nil
+	}
+	replies := make([][]byte, len(masters))
+	for k, addr := range masters {
+		reply, err := on(addr, cmd)
+		if err != nil {
+			return err
+		}
+		replies[k] = reply
+	}
+	var out []byte
+	var err error
+	switch name {
+	case "keys":
+		out, err = cluster.MergeKeys(replies)
+	case "dbsize":
+		out, err = cluster.MergeDBSize(replies)
+	case "flushall", "flushdb":
+		out, err = cluster.MergeFlush(replies)
+	case "randomkey":
+		out, err = cluster.MergeRandomKey(replies, max(s.state.proto, 2))
+	case "info":
+		out, err = cluster.MergeInfoKeyspace(replies)
+	default: // SCRIPT LOAD, SCRIPT FLUSH: the same answer from every master
+		out = replies[0]
+		for _, r := range replies {
+			if len(r) > 0 && r[0] == '-' {
+				out = r
+				break
+			}
+		}
+	}
+	if err != nil || out == nil {
+		s.writeError(errMergeFailed)
+		return nil
+	}
+	s.writeRaw(out)
+	return nil
+}
+
+const errDuplexOtherMaster = "ERR in a cluster group, a subscribed or tracking connection only takes keys of its own master's slots; use another connection for this key (sentinel-proxy)"
+
+// clusterRefusal returns the error for a command sent on a cluster
+// session's full-duplex connection that it cannot carry: one whose keys
+// are served by another master than the connection's, or span slots.
+// "" when the connection can carry it.
+func (d *duplex) clusterRefusal(args [][]byte) string {
+	c := d.s.srv.cl
+	t := c.table.Load()
+	if t == nil {
+		return ""
+	}
+	p := (*t).Split(args, nil)
+	switch {
+	case p.Kind == cluster.Scatter || p.Kind == cluster.Refuse:
+		return cluster.CrossSlotError
+	case p.Kind != cluster.Single || p.Slot < 0:
+		return ""
+	}
+	src := d.src
+	if src == nil {
+		src = d.s.srv.source()
+	}
+	own, _ := src.Master()
+	if addr, ok := c.router.Lookup(p.Slot); ok && addr != own {
+		return errDuplexOtherMaster
+	}
+	return ""
+}
+
+// byMaster runs a pipeline whose commands for each master are not
+// consecutive as one run per master rather than one per change of master
+// (a pipeline of random keys over 3 masters would otherwise make about
+// two runs in three commands): each master's replies are gathered, then
+// passed on in the client's order. Commands for one slot keep their order;
+// those for different masters do not depend on each other. Only plain
+// commands with at most one slot, in RESP2 (one frame per reply), outside
+// a transaction; it reports false, having done nothing, for any other
+// pipeline.
+func (s *session) byMaster(t cluster.Table, cmds []Command, infos []cmdInfo, depth int) (bool, error) {
+	if s.state.proto != 2 || s.tx != txNone || s.heldMulti || s.pinned != nil {
+		return false, nil
+	}
+	router := s.srv.cl.router
+	type group struct {
+		addr  string
+		slot  int
+		idx   []int
+		cmds  []Command
+		infos []cmdInfo
+	}
+	var groups []*group
+	runs, prev := 0, "?"
+	for i := range cmds {
+		if infos[i].kind != kindPlain || !infos[i].share || fanOut(cmds[i].Args) {
+			return false, nil
+		}
+		p := t.Split(cmds[i].Args, nil)
+		if p.Kind != cluster.Single || p.Slot < 0 {
+			return false, nil
+		}
+		addr, ok := router.Lookup(p.Slot)
+		if !ok {
+			return false, nil
+		}
+		if addr != prev {
+			runs++
+			prev = addr
+		}
+		var g *group
+		for _, x := range groups {
+			if x.addr == addr {
+				g = x
+			}
+		}
+		if g == nil {
+			g = &group{addr: addr, slot: p.Slot}
+			groups = append(groups, g)
+		}
+		g.idx = append(g.idx, i)
+		g.cmds = append(g.cmds, cmds[i])
+		g.infos = append(g.infos, infos[i])
+	}
+	if runs == len(groups) {
+		return false, nil // already one run per master
+	}
+	replies := make([][]byte, len(cmds))
+	for _, g := range groups {
+		out, err := s.capture(func() error { return s.runOn(s.slotRoute(g.slot), nil, g.cmds, g.infos, depth) })
+		if err != nil {
+			return true, err
+		}
+		frames := splitFrames(out, len(g.cmds))
+		if frames == nil {
+			// Cannot happen in RESP2; should it, the replies cannot be
+			// matched to their commands: end the session.
+			return true, errMergeLost
+		}
+		for k, i := range g.idx {
+			replies[i] = frames[k]
+		}
+	}
+	for _, r := range replies {
+		s.writeRaw(r)
+	}
+	return true, nil
+}
+
+var errMergeLost = errors.New("cluster: replies of a pipeline could not be matched to its commands")
