@@ -8,8 +8,6 @@ import (
 	"math/rand"
 	"net"
 	"os"
-	"path/filepath"
-	"runtime/pprof"
 	"strings"
 	"time"
 )
@@ -493,17 +491,4 @@ func (c *roClient) direct(cmd *roCmd, v rval) error {
 		return c.directCluster(cmd, v)
 	}
 	return c.mismatch(cmd, v, "unexpected reply")
-}
-
-// dumpGoroutines writes every goroutine's stack (the proxy runs in this
-// process) to a file in the temporary directory and returns its name.
-func dumpGoroutines(seed int64) string {
-	name := filepath.Join(os.TempDir(), fmt.Sprintf("replyorder-%d-goroutines-%s.txt", seed, time.Now().Format("150405.000")))
-	f, err := os.Create(name)
-	if err != nil {
-		return err.Error()
-	}
-	defer f.Close()
-	pprof.Lookup("goroutine").WriteTo(f, 2)
-	return name
 }

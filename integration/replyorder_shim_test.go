@@ -2,7 +2,11 @@ package integration
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"time"
@@ -198,4 +202,17 @@ func (s *shimSource) clusterFetch(fo cluster.FetchOptions) cluster.FetchFunc {
 		}
 		return &out, src, nil
 	}
+}
+
+// dumpGoroutines writes every goroutine's stack (the proxy runs in this
+// process) to a file in the temporary directory and returns its name.
+func dumpGoroutines(seed int64) string {
+	name := filepath.Join(os.TempDir(), fmt.Sprintf("replyorder-%d-goroutines-%s.txt", seed, time.Now().Format("150405.000")))
+	f, err := os.Create(name)
+	if err != nil {
+		return err.Error()
+	}
+	defer f.Close()
+	pprof.Lookup("goroutine").WriteTo(f, 2)
+	return name
 }
