@@ -280,6 +280,42 @@ func clusterRouting(t *testing.T, c *topology.Cluster, r *cluster.Router, srv *S
 		}
 	})
 
+	t.Run("shard subscriber after its slot moved", func(t *testing.T) {
+		sub := dialRedis(t, addr)
+		pub := dialRedis(t, addr)
+		slot := int(cluster.Slot([]byte("{mv}")))
+		if got := sub.do("SSUBSCRIBE", "{mv}ch"); got != "*3\r\n$10\r\nssubscribe\r\n"+bulk("{mv}ch")+":1\r\n" {
+			t.Fatalf("SSUBSCRIBE = %q", got)
+		}
+		from, _ := r.Lookup(slot)
+		to := r.Masters()[0]
+		if to == from {
+			to = r.Masters()[1]
+		}
+		if err := c.MoveSlot(ctx, slot, c.NodeByAddr(to)); err != nil {
+			t.Fatal(err)
+		}
+		// Redis tells the subscriber its channel is gone. Its connection
+		// stays with the old master: subscribing there again is refused
+		// (README), a new connection reaches the slot's new master.
+		if got := sub.reply(); got != "*3\r\n$12\r\nsunsubscribe\r\n"+bulk("{mv}ch")+":0\r\n" {
+			t.Fatalf("after the move: %q", got)
+		}
+		if got := sub.do("SSUBSCRIBE", "{mv}ch"); got != "-"+errShardElsewhere+"\r\n" {
+			t.Fatalf("SSUBSCRIBE again on the same connection = %q", got)
+		}
+		sub = dialRedis(t, addr)
+		if got := sub.do("SSUBSCRIBE", "{mv}ch"); got != "*3\r\n$10\r\nssubscribe\r\n"+bulk("{mv}ch")+":1\r\n" {
+			t.Fatalf("SSUBSCRIBE on a new connection = %q", got)
+		}
+		if got := pub.do("SPUBLISH", "{mv}ch", "m"); got != ":1\r\n" {
+			t.Fatalf("SPUBLISH = %q, want one receiver", got)
+		}
+		if got := sub.reply(); got != "*3\r\n$8\r\nsmessage\r\n"+bulk("{mv}ch")+bulk("m") {
+			t.Fatalf("message = %q", got)
+		}
+	})
+
 	t.Run("moved slot is followed", func(t *testing.T) {
 		conn := dialRedis(t, addr)
 		masters := r.Masters()

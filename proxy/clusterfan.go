@@ -2,8 +2,11 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"strconv"
+
+	"go.uber.org/zap"
 
 	"github.com/sentinel-proxy/sentinel-proxy/proxy/cluster"
 )
@@ -160,18 +163,48 @@ func (d *duplex) clusterRefusal(args [][]byte) string {
 	switch {
 	case p.Kind == cluster.Scatter || p.Kind == cluster.Refuse:
 		return cluster.CrossSlotError
+	case isSSubscribe(args) && p.Kind == cluster.Single && p.Slot >= 0:
+		// A subscriber subscribing again is most likely one whose slot
+		// moved (Redis told it with a sunsubscribe the proxy passed on):
+		// read the slot map now rather than send it to the old master.
+		ctx, cancel := context.WithTimeout(context.Background(), d.s.srv.opts.DialTimeout)
+		err := c.router.Refresh(ctx)
+		cancel()
+		if err != nil {
+			d.s.srv.log.Debug("slot map refresh before SSUBSCRIBE failed", zap.Error(err))
+		}
+		if addr, ok := c.router.Lookup(p.Slot); ok && addr != d.followed() {
+			return errShardElsewhere
+		}
+		return ""
 	case p.Kind != cluster.Single || p.Slot < 0:
 		return ""
+	}
+	if addr, ok := c.router.Lookup(p.Slot); ok && addr != d.followed() {
+		return errDuplexOtherMaster
+	}
+	return ""
+}
+
+// followed returns the master the full-duplex connection is to.
+func (d *duplex) followed() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.b != nil {
+		return d.b.addr
 	}
 	src := d.src
 	if src == nil {
 		src = d.s.srv.source()
 	}
-	own, _ := src.Master()
-	if addr, ok := c.router.Lookup(p.Slot); ok && addr != own {
-		return errDuplexOtherMaster
-	}
-	return ""
+	addr, _ := src.Master()
+	return addr
+}
+
+const errShardElsewhere = "ERR this shard channel's slot is served by another master than this connection's (after a slot migration, say); SSUBSCRIBE on a new connection (sentinel-proxy)"
+
+func isSSubscribe(args [][]byte) bool {
+	return len(args) > 1 && bytes.EqualFold(args[0], []byte("ssubscribe"))
 }
 
 // byMaster runs a pipeline whose commands for each master are not

@@ -75,7 +75,7 @@ func trackMulti(kind cmdKind, inMulti *bool) {
 // add appends the entries of one vetted command to the batch and updates the
 // hints. It reports whether the command may end full duplex.
 func (d *duplex) add(cmd Command, info cmdInfo) bool {
-	if d.s.srv.cl != nil && (info.kind == kindPlain || info.kind == kindBlocking) {
+	if d.s.srv.cl != nil && (info.kind == kindPlain || info.kind == kindBlocking || isSSubscribe(cmd.Args)) {
 		if r := d.clusterRefusal(cmd.Args); r != "" {
 			info = cmdInfo{kind: kindRefused, refusal: r}
 		}
