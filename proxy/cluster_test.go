@@ -196,6 +196,14 @@ func clusterRouting(t *testing.T, c *topology.Cluster, r *cluster.Router, srv *S
 		if got[2] != "+OK\r\n" || got[3] != "-"+errDuplexOtherMaster+"\r\n" {
 			t.Fatalf("got %q", got[2:])
 		}
+		// The slot of "here" moves behind the proxy's back: Redis's -MOVED
+		// on the subscribed connection becomes the same refusal.
+		if err := c.MoveSlot(ctx, int(cluster.Slot([]byte(here))), c.NodeByAddr(r.Masters()[1])); err != nil {
+			t.Fatal(err)
+		}
+		if got := conn.do("GET", here); got != "-"+errDuplexOtherMaster+"\r\n" {
+			t.Fatalf("GET of a moved key on the subscribed connection = %q", got)
+		}
 	})
 
 	t.Run("keyspace commands fan out", func(t *testing.T) {

@@ -201,6 +201,22 @@ func (d *duplex) followed() string {
 	return addr
 }
 
+// clusterReply replaces a redirect answering a command on a cluster
+// session's full-duplex connection (the slot moved since the proxy checked)
+// with the error the proxy gives for keys of another master: the command
+// did not run, and the connection cannot follow it. The slot map learns
+// of a -MOVED.
+func (d *duplex) clusterReply(frame []byte, from string) []byte {
+	kind, slot, addr, ok := cluster.ParseRedirect(frame)
+	if !ok || len(frame) < 2 || frame[0] != '-' {
+		return frame
+	}
+	if kind == cluster.KindMoved {
+		d.s.srv.cl.router.Moved(slot, cluster.ResolveRedirect(addr, from))
+	}
+	return []byte("-" + errDuplexOtherMaster + "\r\n")
+}
+
 const errShardElsewhere = "ERR this shard channel's slot is served by another master than this connection's (after a slot migration, say); SSUBSCRIBE on a new connection (sentinel-proxy)"
 
 func isSSubscribe(args [][]byte) bool {

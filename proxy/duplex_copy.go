@@ -52,6 +52,7 @@ func (d *duplex) copy() {
 	again := 0 // moves in a row to a master that was not ready
 	for {
 		k.reset()
+		k.from = b.addr
 		f, err := b.fr.Next(k)
 		if err == nil {
 			err = k.finish()
@@ -183,7 +184,8 @@ type sink struct {
 	role  frameRole
 	head  []byte // the frame so far, while undecided or staging
 	held  []byte
-	wrote bool // bytes of this frame went to the client
+	wrote bool   // bytes of this frame went to the client
+	from  string // the node the frames come from
 }
 
 func (k *sink) reset() {
@@ -232,6 +234,9 @@ func (k *sink) finish() error {
 		k.decide(role)
 	}
 	if k.mode == staging {
+		if k.role == roleReply && k.d.s.srv.cl != nil {
+			k.head = k.d.clusterReply(k.head, k.from)
+		}
 		return k.pass()
 	}
 	return nil
