@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/rand"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,7 +12,6 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
 
-	"github.com/sentinel-proxy/sentinel-proxy/integration/faultshim"
 	"github.com/sentinel-proxy/sentinel-proxy/integration/topology"
 )
 
@@ -39,15 +37,15 @@ type roClusterFaults struct {
 	frozen    atomic.Bool // no light fault while set
 	unplanned atomic.Int64
 
-	wg       sync.WaitGroup
-	mu       sync.Mutex
-	masters  []string // the masters after the last fault, sorted
-	lastRO   time.Time
-	lastKill time.Time
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	masters []string // the masters after the last fault, sorted
+	lf      *lightFaults
 }
 
 func startClusterFaults(ctx context.Context, run *roRun, cs *roClusterStack, src *shimSource, slots []int, seed int64, enabled map[string]bool) *roClusterFaults {
 	f := &roClusterFaults{run: run, cs: cs, src: src, rng: rand.New(rand.NewSource(seed)), enabled: enabled, slots: slots}
+	f.lf = &lightFaults{run: run, src: src, rng: f.rng, roGap: roClusterHold, direct: roDirect}
 	f.masters = f.currentMasters(ctx)
 	heavy := rand.New(rand.NewSource(f.rng.Int63()))
 	f.wg.Add(2)
@@ -64,21 +62,6 @@ func (f *roClusterFaults) lossNote() string {
 		return fmt.Sprintf(" (NOTE: %d master change(s) the test did not cause happened; Redis's asynchronous replication may lose acknowledged writes then)", n)
 	}
 	return ""
-}
-
-func (f *roClusterFaults) sleep(ctx context.Context, d time.Duration) bool {
-	left := time.Until(f.run.deadline)
-	if left <= 0 {
-		return false
-	}
-	t := time.NewTimer(min(d, left))
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-	}
-	return time.Now().Before(f.run.deadline)
 }
 
 // currentMasters returns the addresses of the masters serving slots.
@@ -130,7 +113,7 @@ func (f *roClusterFaults) heavyLoop(ctx context.Context, rng *rand.Rand) {
 	if len(kinds) == 0 {
 		return
 	}
-	for f.sleep(ctx, time.Duration(2000+rng.Intn(4000))*time.Millisecond) {
+	for f.run.sleep(ctx, time.Duration(2000+rng.Intn(4000))*time.Millisecond) {
 		if time.Until(f.run.deadline) < 10*time.Second {
 			return
 		}
@@ -271,113 +254,13 @@ func (f *roClusterFaults) slotMove(ctx context.Context, rng *rand.Rand) {
 // lightLoop injects the light faults on a random master's shim until the
 // end of the run.
 func (f *roClusterFaults) lightLoop(ctx context.Context) {
-	var kinds []string
-	for _, k := range []string{"clientkill", "cutrequest", "cutreply", "cutall", "loading", "readonly"} {
-		if f.enabled[k] {
-			kinds = append(kinds, k)
-		}
-	}
-	if len(kinds) == 0 {
-		return
-	}
-	weights := map[string]int{"clientkill": 20, "cutrequest": 20, "cutreply": 20, "cutall": 5, "loading": 30, "readonly": 5}
-	total := 0
-	for _, k := range kinds {
-		total += weights[k]
-	}
-	for f.sleep(ctx, time.Duration(100+f.rng.Intn(400))*time.Millisecond) {
-		if f.frozen.Load() {
-			continue
-		}
-		w := f.rng.Intn(total)
-		kind := kinds[0]
-		for _, k := range kinds {
-			if w < weights[k] {
-				kind = k
-				break
-			}
-			w -= weights[k]
-		}
+	f.lf.loop(ctx, f.enabled, &f.frozen, func() string {
 		masters := f.cs.router.Masters()
 		if len(masters) == 0 {
-			continue
+			return ""
 		}
-		addr := f.src.real(masters[f.rng.Intn(len(masters))])
-		if sh := f.src.forReal(addr); sh != nil {
-			f.light(ctx, kind, addr, sh)
-		}
-	}
-}
-
-func (f *roClusterFaults) light(ctx context.Context, kind, addr string, sh *faultshim.Shim) {
-	switch kind {
-	case "clientkill":
-		if time.Since(f.lastKill) < time.Second {
-			return
-		}
-		f.lastKill = time.Now()
-		n := f.clientKill(ctx, addr, sh, f.rng.Intn(2) == 0)
-		f.run.event("CLIENT KILL of %d proxy connections on %s", n, addr)
-		f.run.count("clientkill")
-	case "cutrequest", "cutreply":
-		dir, name := faultshim.ToServer, "requests"
-		if kind == "cutreply" {
-			dir, name = faultshim.ToClient, "replies"
-		}
-		within := []int{16, 512, 8 << 10, 256 << 10}[f.rng.Intn(4)]
-		rst := f.rng.Intn(2) == 0
-		if sh.Cut(dir, within, rst) {
-			f.run.event("shim %s: cut a connection within the next %d bytes of %s (reset %v)", addr, within, name, rst)
-			f.run.count(kind)
-		}
-	case "cutall":
-		f.run.event("shim %s: cut all %d connections", addr, sh.CutAll())
-		f.run.count("cutall")
-	case "loading":
-		sh.Inject(faultshim.Loading)
-		f.run.event("shim %s: -LOADING armed", addr)
-		f.run.count("loading")
-	case "readonly":
-		// Each one may hold its client up to the hold timeout.
-		if time.Since(f.lastRO) < roClusterHold {
-			return
-		}
-		f.lastRO = time.Now()
-		sh.Inject(faultshim.Readonly)
-		f.run.event("shim %s: -READONLY armed", addr)
-		f.run.count("readonly")
-	}
-}
-
-// clientKill kills the proxy's connections on the node addr (those that
-// come from its shim), one at random or all, and returns how many.
-func (f *roClusterFaults) clientKill(ctx context.Context, addr string, sh *faultshim.Shim, all bool) int {
-	c := roDirect(addr)
-	defer c.Close()
-	list, err := c.ClientList(ctx).Result()
-	if err != nil {
-		return 0
-	}
-	ours := map[string]bool{}
-	for _, a := range sh.UpstreamAddrs() {
-		ours[a] = true
-	}
-	var ids []string
-	for _, line := range strings.Split(list, "\n") {
-		if fields := clientInfo(line); ours[fields["addr"]] {
-			ids = append(ids, fields["id"])
-		}
-	}
-	if len(ids) == 0 {
-		return 0
-	}
-	if !all {
-		ids = []string{ids[f.rng.Intn(len(ids))]}
-	}
-	for _, id := range ids {
-		c.Do(ctx, "CLIENT", "KILL", "ID", id)
-	}
-	return len(ids)
+		return f.src.real(masters[f.rng.Intn(len(masters))])
+	})
 }
 
 // roDirect returns a client straight to the cluster node addr, RESP2, no

@@ -14,7 +14,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/sentinel-proxy/sentinel-proxy/integration/faultshim"
 	"github.com/sentinel-proxy/sentinel-proxy/integration/topology"
 )
 
@@ -51,13 +50,20 @@ type roFaults struct {
 	expecting atomic.Bool // a master change now is the test's doing
 	unplanned atomic.Int64
 
-	wg       sync.WaitGroup
-	lastRO   time.Time
-	lastKill time.Time
+	wg sync.WaitGroup
+	lf *lightFaults
 }
 
 func startFaults(ctx context.Context, run *roRun, st *stack, src *shimSource, seed int64, enabled map[string]bool) *roFaults {
 	f := &roFaults{run: run, st: st, src: src, rng: rand.New(rand.NewSource(seed)), enabled: enabled}
+	// Each -READONLY holds its client up to the hold timeout (10 s): the
+	// proxy waits for another master, then passes -READONLY on.
+	f.lf = &lightFaults{run: run, src: src, rng: f.rng, roGap: 10 * time.Second, direct: func(addr string) *redis.Client {
+		if n := st.Topo.NodeByAddr(addr); n != nil {
+			return st.Direct(n, 0)
+		}
+		return nil
+	}}
 	heavy := rand.New(rand.NewSource(f.rng.Int63()))
 	f.wg.Add(3)
 	go func() { defer f.wg.Done(); f.heavyLoop(ctx, heavy) }()
@@ -77,23 +83,6 @@ func (f *roFaults) lossNote() string {
 	return ""
 }
 
-// sleep waits d or until the run's deadline; it reports whether time is
-// left.
-func (f *roFaults) sleep(ctx context.Context, d time.Duration) bool {
-	left := time.Until(f.run.deadline)
-	if left <= 0 {
-		return false
-	}
-	t := time.NewTimer(min(d, left))
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-	}
-	return time.Now().Before(f.run.deadline)
-}
-
 // heavyLoop runs topology faults, one at a time, until 10 s before the end.
 func (f *roFaults) heavyLoop(ctx context.Context, rng *rand.Rand) {
 	var kinds []string
@@ -105,7 +94,7 @@ func (f *roFaults) heavyLoop(ctx context.Context, rng *rand.Rand) {
 	if len(kinds) == 0 {
 		return
 	}
-	for f.sleep(ctx, time.Duration(2000+rng.Intn(4000))*time.Millisecond) {
+	for f.run.sleep(ctx, time.Duration(2000+rng.Intn(4000))*time.Millisecond) {
 		if time.Until(f.run.deadline) < 10*time.Second {
 			return
 		}
@@ -319,117 +308,10 @@ func (f *roFaults) sigstop(ctx context.Context, d time.Duration) {
 
 // lightLoop injects the light faults until the end of the run.
 func (f *roFaults) lightLoop(ctx context.Context) {
-	var kinds []string
-	for _, k := range []string{"clientkill", "cutrequest", "cutreply", "cutall", "loading", "readonly"} {
-		if f.enabled[k] {
-			kinds = append(kinds, k)
-		}
-	}
-	if len(kinds) == 0 {
-		return
-	}
-	weights := map[string]int{"clientkill": 20, "cutrequest": 20, "cutreply": 20, "cutall": 5, "loading": 30, "readonly": 5}
-	total := 0
-	for _, k := range kinds {
-		total += weights[k]
-	}
-	for f.sleep(ctx, time.Duration(100+f.rng.Intn(400))*time.Millisecond) {
-		if f.frozen.Load() {
-			continue
-		}
-		w := f.rng.Intn(total)
-		kind := kinds[0]
-		for _, k := range kinds {
-			if w < weights[k] {
-				kind = k
-				break
-			}
-			w -= weights[k]
-		}
+	f.lf.loop(ctx, f.enabled, &f.frozen, func() string {
 		addr, _ := f.src.inner.Master()
-		sh := f.src.forReal(addr)
-		if addr == "" || sh == nil {
-			continue
-		}
-		f.light(ctx, kind, addr, sh)
-	}
-}
-
-func (f *roFaults) light(ctx context.Context, kind, addr string, sh *faultshim.Shim) {
-	switch kind {
-	case "clientkill":
-		if time.Since(f.lastKill) < time.Second {
-			return
-		}
-		f.lastKill = time.Now()
-		n := f.clientKill(ctx, addr, sh, f.rng.Intn(2) == 0)
-		f.run.event("CLIENT KILL of %d proxy connections on %s", n, addr)
-		f.run.count("clientkill")
-	case "cutrequest", "cutreply":
-		dir, name := faultshim.ToServer, "requests"
-		if kind == "cutreply" {
-			dir, name = faultshim.ToClient, "replies"
-		}
-		within := []int{16, 512, 8 << 10, 256 << 10}[f.rng.Intn(4)]
-		rst := f.rng.Intn(2) == 0
-		if sh.Cut(dir, within, rst) {
-			f.run.event("shim %s: cut a connection within the next %d bytes of %s (reset %v)", addr, within, name, rst)
-			f.run.count(kind)
-		}
-	case "cutall":
-		f.run.event("shim %s: cut all %d connections", addr, sh.CutAll())
-		f.run.count("cutall")
-	case "loading":
-		sh.Inject(faultshim.Loading)
-		f.run.event("shim %s: -LOADING armed", addr)
-		f.run.count("loading")
-	case "readonly":
-		// Each one holds its client up to the hold timeout (10 s): the
-		// proxy waits for another master, then passes -READONLY on.
-		if time.Since(f.lastRO) < 10*time.Second {
-			return
-		}
-		f.lastRO = time.Now()
-		sh.Inject(faultshim.Readonly)
-		f.run.event("shim %s: -READONLY armed", addr)
-		f.run.count("readonly")
-	}
-}
-
-// clientKill kills the proxy's connections on the master (those that come
-// from its shim), one at random or all, and returns how many.
-func (f *roFaults) clientKill(ctx context.Context, addr string, sh *faultshim.Shim, all bool) int {
-	n := f.st.Topo.NodeByAddr(addr)
-	if n == nil {
-		return 0
-	}
-	c := f.st.Direct(n, 0)
-	defer c.Close()
-	list, err := c.ClientList(ctx).Result()
-	if err != nil {
-		return 0
-	}
-	ours := map[string]bool{}
-	for _, a := range sh.UpstreamAddrs() {
-		ours[a] = true
-	}
-	var ids []string
-	for _, line := range strings.Split(list, "\n") {
-		fields := clientInfo(line)
-		if ours[fields["addr"]] && !strings.HasPrefix(fields["name"], "sentinel-") {
-			ids = append(ids, fields["id"])
-		}
-	}
-	if len(ids) == 0 {
-		return 0
-	}
-	if !all {
-		ids = []string{ids[f.rng.Intn(len(ids))]}
-	}
-	for _, id := range ids {
-		c.Do(ctx, "CLIENT", "KILL", "ID", id)
-	}
-	return len(ids)
+		return addr
+	})
 }
 
 // watchMaster records master changes the test did not cause.

@@ -3,13 +3,18 @@ package integration
 import (
 	"context"
 	"fmt"
+	"math/rand"
 	"os"
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/sentinel-proxy/sentinel-proxy/integration/faultshim"
 	"github.com/sentinel-proxy/sentinel-proxy/proxy"
@@ -215,4 +220,149 @@ func dumpGoroutines(seed int64) string {
 	defer f.Close()
 	pprof.Lookup("goroutine").WriteTo(f, 2)
 	return name
+}
+
+// lightFaults are the faults both reply-order tests inject through a
+// node's shim (cuts, -LOADING, -READONLY) or on the node itself (CLIENT
+// KILL of the proxy's connections).
+type lightFaults struct {
+	run   *roRun
+	src   *shimSource
+	rng   *rand.Rand
+	roGap time.Duration // the least time between two -READONLY: each may hold its client up to the hold timeout
+	// direct returns a client straight to the node addr (nil if none);
+	// the caller closes it.
+	direct func(addr string) *redis.Client
+
+	lastRO, lastKill time.Time
+}
+
+func (f *lightFaults) light(ctx context.Context, kind, addr string, sh *faultshim.Shim) {
+	switch kind {
+	case "clientkill":
+		if time.Since(f.lastKill) < time.Second {
+			return
+		}
+		f.lastKill = time.Now()
+		n := f.clientKill(ctx, addr, sh, f.rng.Intn(2) == 0)
+		f.run.event("CLIENT KILL of %d proxy connections on %s", n, addr)
+		f.run.count("clientkill")
+	case "cutrequest", "cutreply":
+		dir, name := faultshim.ToServer, "requests"
+		if kind == "cutreply" {
+			dir, name = faultshim.ToClient, "replies"
+		}
+		within := []int{16, 512, 8 << 10, 256 << 10}[f.rng.Intn(4)]
+		rst := f.rng.Intn(2) == 0
+		if sh.Cut(dir, within, rst) {
+			f.run.event("shim %s: cut a connection within the next %d bytes of %s (reset %v)", addr, within, name, rst)
+			f.run.count(kind)
+		}
+	case "cutall":
+		f.run.event("shim %s: cut all %d connections", addr, sh.CutAll())
+		f.run.count("cutall")
+	case "loading":
+		sh.Inject(faultshim.Loading)
+		f.run.event("shim %s: -LOADING armed", addr)
+		f.run.count("loading")
+	case "readonly":
+		if time.Since(f.lastRO) < f.roGap {
+			return
+		}
+		f.lastRO = time.Now()
+		sh.Inject(faultshim.Readonly)
+		f.run.event("shim %s: -READONLY armed", addr)
+		f.run.count("readonly")
+	}
+}
+
+// clientKill kills the proxy's connections on the node addr (those that
+// come from its shim, not the sentinels'), one at random or all, and
+// returns how many.
+func (f *lightFaults) clientKill(ctx context.Context, addr string, sh *faultshim.Shim, all bool) int {
+	c := f.direct(addr)
+	if c == nil {
+		return 0
+	}
+	defer c.Close()
+	list, err := c.ClientList(ctx).Result()
+	if err != nil {
+		return 0
+	}
+	ours := map[string]bool{}
+	for _, a := range sh.UpstreamAddrs() {
+		ours[a] = true
+	}
+	var ids []string
+	for _, line := range strings.Split(list, "\n") {
+		fields := clientInfo(line)
+		if ours[fields["addr"]] && !strings.HasPrefix(fields["name"], "sentinel-") {
+			ids = append(ids, fields["id"])
+		}
+	}
+	if len(ids) == 0 {
+		return 0
+	}
+	if !all {
+		ids = []string{ids[f.rng.Intn(len(ids))]}
+	}
+	for _, id := range ids {
+		c.Do(ctx, "CLIENT", "KILL", "ID", id)
+	}
+	return len(ids)
+}
+
+// sleep waits d or until the run's deadline; it reports whether time is
+// left.
+func (r *roRun) sleep(ctx context.Context, d time.Duration) bool {
+	left := time.Until(r.deadline)
+	if left <= 0 {
+		return false
+	}
+	t := time.NewTimer(min(d, left))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+	}
+	return time.Now().Before(r.deadline)
+}
+
+// loop injects light faults of the enabled kinds, at random weighted
+// kinds and times, on the node target names (through its shim), until the
+// end of the run; not while frozen.
+func (f *lightFaults) loop(ctx context.Context, enabled map[string]bool, frozen *atomic.Bool, target func() string) {
+	var kinds []string
+	for _, k := range []string{"clientkill", "cutrequest", "cutreply", "cutall", "loading", "readonly"} {
+		if enabled[k] {
+			kinds = append(kinds, k)
+		}
+	}
+	if len(kinds) == 0 {
+		return
+	}
+	weights := map[string]int{"clientkill": 20, "cutrequest": 20, "cutreply": 20, "cutall": 5, "loading": 30, "readonly": 5}
+	total := 0
+	for _, k := range kinds {
+		total += weights[k]
+	}
+	for f.run.sleep(ctx, time.Duration(100+f.rng.Intn(400))*time.Millisecond) {
+		if frozen.Load() {
+			continue
+		}
+		w := f.rng.Intn(total)
+		kind := kinds[0]
+		for _, k := range kinds {
+			if w < weights[k] {
+				kind = k
+				break
+			}
+			w -= weights[k]
+		}
+		addr := target()
+		if sh := f.src.forReal(addr); addr != "" && sh != nil {
+			f.light(ctx, kind, addr, sh)
+		}
+	}
 }
