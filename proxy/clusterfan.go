@@ -173,10 +173,11 @@ func (d *duplex) clusterRefusal(args [][]byte) string {
 		if err != nil {
 			d.s.srv.log.Debug("slot map refresh before SSUBSCRIBE failed", zap.Error(err))
 		}
-		if addr, ok := c.router.Lookup(p.Slot); ok && addr != d.followed() {
-			return errShardElsewhere
+		old := d.followed()
+		if addr, ok := c.router.Lookup(p.Slot); !ok || addr == old || d.moveToShard(p.Slot, old) {
+			return ""
 		}
-		return ""
+		return errShardElsewhere
 	case p.Kind != cluster.Single || p.Slot < 0:
 		return ""
 	}
@@ -184,6 +185,38 @@ func (d *duplex) clusterRefusal(args [][]byte) string {
 		return errDuplexOtherMaster
 	}
 	return ""
+}
+
+// moveToShard moves the connection to the master of slot, for an
+// SSUBSCRIBE whose channel is served there now (its slot migrated: Redis
+// sent the subscriber its sunsubscribe). Only when that loses nothing:
+// no command awaits a reply, no MONITOR, tracking or transaction, and no
+// shard channel still served by the old master (its subscription would not
+// survive the move). The connection is closed: the copier moves it as
+// after a loss, subscribing again to what was confirmed, and sends the
+// SSUBSCRIBE (not written yet) to the new master. It reports whether it
+// moved.
+func (d *duplex) moveToShard(slot int, old string) bool {
+	h := &d.hint
+	if h.monitor || h.tracking || d.inMulti {
+		return false
+	}
+	r := d.s.srv.cl.router
+	for ch := range h.subs[2] {
+		if addr, ok := r.Lookup(int(cluster.Slot([]byte(ch)))); !ok || addr == old {
+			return false
+		}
+	}
+	d.mu.Lock()
+	if len(d.fifo) > 0 || d.moving || d.b == nil || d.b.addr != old {
+		d.mu.Unlock()
+		return false
+	}
+	d.src = &sourceBox{MasterSource: &slotMaster{r: r, slot: slot}}
+	b := d.b
+	d.mu.Unlock()
+	b.close()
+	return true
 }
 
 // followed returns the master the full-duplex connection is to.
@@ -251,6 +284,7 @@ func (s *session) byMaster(t cluster.Table, cmds []Command, infos []cmdInfo, dep
 			return false, nil
 		}
 		p := t.Split(cmds[i].Args, nil)
+		s.plans = append(s.plans, p) // for clusterForward, if this returns false
 		if p.Kind != cluster.Single || p.Slot < 0 {
 			return false, nil
 		}

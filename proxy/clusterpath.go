@@ -65,11 +65,17 @@ func (s *session) clusterForward(cmds []Command, infos []cmdInfo, depth int) err
 		s.txSlot, s.txCross = -1, false
 	}
 	router := s.srv.cl.router
+	s.plans = s.plans[:0]
 	if len(cmds) > 2 {
 		if done, err := s.byMaster(t, cmds, infos, depth); done {
 			return err
 		}
 	}
+	// The plans byMaster made; the session's slice is left to the calls
+	// this one makes (redirects, splits), and given back at the end.
+	plans := s.plans
+	s.plans = nil
+	defer func() { s.plans = plans[:0] }()
 	start, runSlot, runAddr := 0, -1, ""
 	flush := func(end int) error {
 		var err error
@@ -110,7 +116,11 @@ func (s *session) clusterForward(cmds []Command, infos []cmdInfo, depth int) err
 		case !txOpen && fanOut(args):
 			fan = true
 		default:
-			p = t.Split(args, nil)
+			if i < len(plans) {
+				p = plans[i] // byMaster planned it already
+			} else {
+				p = t.Split(args, nil)
+			}
 			if p.Kind == cluster.Unresolved {
 				// Unknown to the table (an unknown command, say): any
 				// master answers it, and a -MOVED is followed.

@@ -55,7 +55,7 @@ type duplex struct {
 	authed  bool          // proxy-terminated auth passed when full duplex began
 	done    chan struct{} // closed when the copier exits
 	stopc   chan struct{} // closed by stop: a move in progress gives up
-	src     *sourceBox    // the source the connection follows (a shard channel's slot in a cluster)
+	src     *sourceBox    // the source the connection follows (a shard channel's slot in a cluster); under mu once the copier runs
 	verdict chan *hints   // a command that might have ended full duplex did not: what the connection has (nil: not known)
 
 	mu       sync.Mutex

@@ -135,7 +135,9 @@ func (d *duplex) pause(deadline time.Time) {
 // stop was called or the server drains first.
 func (d *duplex) master(deadline time.Time) string {
 	for {
-		box := d.src
+		d.mu.Lock()
+		box := d.src // a cluster's SSUBSCRIBE may change it (moveToShard)
+		d.mu.Unlock()
 		if box == nil {
 			box = d.s.srv.source()
 		}

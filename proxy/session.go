@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/sentinel-proxy/sentinel-proxy/proxy/cluster"
 )
 
 // session serves one client connection. Its goroutine reads the client's
@@ -84,11 +86,12 @@ type batchScratch struct {
 	rw      replyWriter
 	pending []pendingReply
 
-	route    *sourceBox // a cluster run's master (nil: the group's source)
-	prefix   []byte     // commands of the proxy's own sent before the run (ASKING, MULTI)
-	prefixN  int        // how many replies prefix has (0: one)
-	deferred *deferral  // replies held back after a cluster redirect
-	slotSrc  slotMaster // the source of the current cluster run (slotRoute)
+	route    *sourceBox     // a cluster run's master (nil: the group's source)
+	prefix   []byte         // commands of the proxy's own sent before the run (ASKING, MULTI)
+	prefixN  int            // how many replies prefix has (0: one)
+	deferred *deferral      // replies held back after a cluster redirect
+	plans    []cluster.Plan // the plans byMaster made of a pipeline's first commands
+	slotSrc  slotMaster     // the source of the current cluster run (slotRoute)
 	slotBox  sourceBox
 }
 
