@@ -29,6 +29,23 @@ type Command struct {
 	// HasSubcommands says the command is a container ("object", "xinfo"):
 	// its keys are described by its "name|subcommand" entries.
 	HasSubcommands bool
+
+	// oneKey is the position of the command's only key when one key
+	// spec says just that (GET, SET, INCR, …): Split's fast path. 0 for
+	// any other command.
+	oneKey int
+}
+
+// setOneKey sets oneKey from the key specs.
+func (c *Command) setOneKey() {
+	if len(c.KeySpecs) != 1 || c.HasSubcommands {
+		return
+	}
+	s := c.KeySpecs[0]
+	if s.BeginSearch == "index" && s.FindKeys == "range" && s.LastKey == 0 && s.Index > 0 &&
+		s.resolvable() && !s.NotKey() && keyFuncs[c.Name] == nil {
+		c.oneKey = s.Index
+	}
 }
 
 // KeySpec is one Redis 7 key specification: where the search for keys
@@ -94,6 +111,9 @@ func ParseCommands(reply any) (Table, error) {
 		if err := t.add(e); err != nil {
 			return nil, fmt.Errorf("command reply entry %d: %w", i, err)
 		}
+	}
+	for _, c := range t {
+		c.setOneKey()
 	}
 	return t, nil
 }

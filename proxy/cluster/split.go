@@ -120,6 +120,12 @@ func (t Table) Split(args [][]byte, slot SlotFunc) Plan {
 	if slot == nil {
 		slot = Slot
 	}
+	if c := t.Lookup(args); c != nil && c.oneKey > 0 && c.oneKey < len(args) &&
+		(c.Arity > 0 && len(args) == c.Arity || c.Arity < 0 && len(args) >= -c.Arity) {
+		// One key at a fixed place: what Keys would find, without
+		// collecting it.
+		return Plan{Kind: Single, Slot: int(slot(args[c.oneKey]))}
+	}
 	keys, ok := t.Keys(args)
 	if !ok {
 		return Plan{Kind: Unresolved, Slot: -1}

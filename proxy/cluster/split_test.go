@@ -354,3 +354,16 @@ func BenchmarkSplitMGET(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkSplitGET plans a one-key command, what every command of a
+// cluster group costs on the way in.
+func BenchmarkSplitGET(b *testing.B) {
+	table := redis70(b)
+	args := fields("GET key:000000000000")
+	b.ReportAllocs()
+	for b.Loop() {
+		if p := table.Split(args, nil); p.Kind != Single {
+			b.Fatal(p.Kind)
+		}
+	}
+}
