@@ -59,17 +59,22 @@ type session struct {
 	deauthAfterReset bool  // RESET forwarded: authenticate again after it
 	txRefused        bool  // a command of the open MULTI was refused
 	clientID         int64 // CLIENT ID's answer on the pinned connection
+	ended            bool  // end ran: the server has forgotten the session
 
-	// A cluster group's transaction: MULTI is held (answered, not yet
-	// sent) until the first command shows its slot; txSlot is the slot
-	// of its keys (-1 none yet); txCross marks a MULTI with a command
-	// refused as -CROSSSLOT: its EXEC aborts.
+	*clusterTx // a cluster group's sessions only (nil for a Sentinel group)
+}
+
+// clusterTx is where a cluster session's transaction stands beyond
+// sessionState: MULTI is held (answered, not yet sent) until the first
+// command shows its slot; txSlot is the slot of its keys (-1 none yet);
+// txCross marks a MULTI with a command refused as -CROSSSLOT: its EXEC
+// aborts.
+type clusterTx struct {
 	heldMulti bool
 	heldCmds  []byte // commands without keys queued with the held MULTI
 	heldN     int
 	txSlot    int
 	txCross   bool
-	ended     bool // end ran: the server has forgotten the session
 }
 
 // batchScratch is what a session uses only while it runs batches; a parked
@@ -98,7 +103,10 @@ type batchScratch struct {
 var scratchPool = sync.Pool{New: func() any { return new(batchScratch) }}
 
 func newSession(srv *Server, nc net.Conn) *session {
-	s := &session{srv: srv, conn: nc, state: cleanState, born: time.Now(), shareIdx: int(srv.accepted.Load()), txSlot: -1}
+	s := &session{srv: srv, conn: nc, state: cleanState, born: time.Now(), shareIdx: int(srv.accepted.Load())}
+	if srv.cl != nil {
+		s.clusterTx = &clusterTx{txSlot: -1}
+	}
 	_, s.parkable = nc.(syscall.Conn)
 	s.lastActive.Store(s.born.UnixNano())
 	s.rd = newClientReader(nc, srv.bufs, srv.settings().Limits)
