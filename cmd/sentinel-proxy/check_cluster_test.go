@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sentinel-proxy/sentinel-proxy/integration/topology"
 	"github.com/sentinel-proxy/sentinel-proxy/proxy/cluster"
 )
 
@@ -21,11 +20,7 @@ func TestCheckCluster(t *testing.T) {
 	const pass = "clu5ter-pw"
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c, err := topology.StartCluster(ctx, topology.ClusterOptions{Password: pass})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Stop() })
+	c := startTestCluster(ctx, t, pass)
 	shards, err := c.Shards(ctx)
 	if err != nil {
 		t.Fatal(err)

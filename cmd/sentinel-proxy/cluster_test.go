@@ -28,11 +28,7 @@ func TestClusterGroup(t *testing.T) {
 	const pass = "clu5ter-pw"
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c, err := topology.StartCluster(ctx, topology.ClusterOptions{Password: pass})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Stop() })
+	c := startTestCluster(ctx, t, pass)
 	nodes := c.Addrs()
 
 	path := filepath.Join(t.TempDir(), "sentinel-proxy.yaml")
@@ -229,4 +225,16 @@ func TestClusterGroupWithoutMap(t *testing.T) {
 	if cs.Unassigned != cluster.Slots || len(cs.Shards) != 0 || cs.Shards == nil || cs.MapFrom != "" {
 		t.Errorf("status %+v, want every slot unassigned and no shards", cs)
 	}
+}
+
+// startTestCluster starts a real 3+3 cluster whose nodes require pass,
+// stopped when the test ends.
+func startTestCluster(ctx context.Context, t *testing.T, pass string) *topology.Cluster {
+	t.Helper()
+	c, err := topology.StartCluster(ctx, topology.ClusterOptions{Password: pass})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Stop() })
+	return c
 }
