@@ -104,12 +104,7 @@ func (f *roClusterFaults) expect(ctx context.Context) {
 
 // heavyLoop runs topology faults, one at a time, until 10 s before the end.
 func (f *roClusterFaults) heavyLoop(ctx context.Context, rng *rand.Rand) {
-	var kinds []string
-	for _, k := range []string{"failover", "kill", "sigstop", "slotmove"} {
-		if f.enabled[k] {
-			kinds = append(kinds, k)
-		}
-	}
+	kinds := enabledKinds(f.enabled, "failover", "kill", "sigstop", "slotmove")
 	if len(kinds) == 0 {
 		return
 	}

@@ -85,12 +85,7 @@ func (f *roFaults) lossNote() string {
 
 // heavyLoop runs topology faults, one at a time, until 10 s before the end.
 func (f *roFaults) heavyLoop(ctx context.Context, rng *rand.Rand) {
-	var kinds []string
-	for _, k := range []string{"failover", "kill", "sigstop"} {
-		if f.enabled[k] {
-			kinds = append(kinds, k)
-		}
-	}
+	kinds := enabledKinds(f.enabled, "failover", "kill", "sigstop")
 	if len(kinds) == 0 {
 		return
 	}

@@ -333,12 +333,7 @@ func (r *roRun) sleep(ctx context.Context, d time.Duration) bool {
 // kinds and times, on the node target names (through its shim), until the
 // end of the run; not while frozen.
 func (f *lightFaults) loop(ctx context.Context, enabled map[string]bool, frozen *atomic.Bool, target func() string) {
-	var kinds []string
-	for _, k := range []string{"clientkill", "cutrequest", "cutreply", "cutall", "loading", "readonly"} {
-		if enabled[k] {
-			kinds = append(kinds, k)
-		}
-	}
+	kinds := enabledKinds(enabled, "clientkill", "cutrequest", "cutreply", "cutall", "loading", "readonly")
 	if len(kinds) == 0 {
 		return
 	}
@@ -365,4 +360,16 @@ func (f *lightFaults) loop(ctx context.Context, enabled map[string]bool, frozen 
 			f.light(ctx, kind, addr, sh)
 		}
 	}
+}
+
+// enabledKinds returns the fault kinds among kinds that enabled turns on,
+// in their order.
+func enabledKinds(enabled map[string]bool, kinds ...string) []string {
+	var on []string
+	for _, k := range kinds {
+		if enabled[k] {
+			on = append(on, k)
+		}
+	}
+	return on
 }

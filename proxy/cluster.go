@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,7 +74,7 @@ func (s *Server) followCluster(ctx context.Context) {
 	for {
 		changed := c.router.Changed()
 		m := c.router.Masters()
-		if !equalStrings(m, prev) {
+		if !slices.Equal(m, prev) {
 			c.masters.Store(&m)
 			n := s.pool.keepMasters(m)
 			if prev != nil {
@@ -91,18 +92,6 @@ func (s *Server) followCluster(ctx context.Context) {
 	}
 }
 
-func equalStrings(a, b []string) bool {
-	if len(a) != len(b) || a == nil != (b == nil) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
 // countFor returns the per-master command counter of addr, cached so that
 // a run costs no label lookup.
 func (c *clusterState) countFor(m *metrics, addr string) prometheus.Counter {
@@ -115,12 +104,7 @@ func (c *clusterState) countFor(m *metrics, addr string) prometheus.Counter {
 
 // isMaster reports whether addr is a master of the slot map.
 func (c *clusterState) isMaster(addr string) bool {
-	for _, m := range *c.masters.Load() {
-		if m == addr {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(*c.masters.Load(), addr)
 }
 
 // anyMaster is the master source of a cluster group's commands that have no

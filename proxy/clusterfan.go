@@ -59,9 +59,9 @@ func splitFrames(out []byte, n int) [][]byte {
 	return frames
 }
 
-// fanOut reports whether args is a keyspace-wide command the proxy sends
+// isFanOut reports whether args is a keyspace-wide command the proxy sends
 // to every master (or, SCAN, to the master its cursor names).
-func fanOut(args [][]byte) bool {
+func isFanOut(args [][]byte) bool {
 	var buf [16]byte
 	name := lower(buf[:0], args[0])
 	switch string(name) {
@@ -280,7 +280,7 @@ func (s *session) byMaster(t cluster.Table, cmds []Command, infos []cmdInfo, dep
 	var groups []*group
 	runs, prev := 0, "?"
 	for i := range cmds {
-		if infos[i].kind != kindPlain || !infos[i].share || fanOut(cmds[i].Args) {
+		if infos[i].kind != kindPlain || !infos[i].share || isFanOut(cmds[i].Args) {
 			return false, nil
 		}
 		p := t.Split(cmds[i].Args, nil)

@@ -113,7 +113,7 @@ func (s *session) clusterForward(cmds []Command, infos []cmdInfo, depth int) err
 		case kind == kindDiscard && s.heldMulti && start == i,
 			kind == kindExec && s.heldMulti && start == i && s.heldN == 0:
 			local = "empty"
-		case !txOpen && fanOut(args):
+		case !txOpen && isFanOut(args):
 			fan = true
 		default:
 			if i < len(plans) {
