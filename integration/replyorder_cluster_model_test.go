@@ -32,15 +32,6 @@ func (c *roClient) clusterError(cmd *roCmd, v rval) (done bool, err error) {
 	case cmd.kind == kSelect && cmd.idx != 0 && v.str == selectClusterText:
 		c.outcomes[notRun]++
 		return true, nil
-	case strings.HasPrefix(v.str, "CROSSSLOT ") && c.proto == 3 &&
-		(cmd.kind == kMgetX || cmd.kind == kMsetX || cmd.kind == kMsetFresh || cmd.kind == kDelPair):
-		// README (cluster groups): on a connection the proxy holds in
-		// full duplex (subscribed or tracking, RESP3), a command whose
-		// keys span slots cannot be split; it did not run. The model
-		// cannot see whether the proxy still holds full duplex.
-		c.run.count("split refused on a full-duplex connection (documented)")
-		c.outcomes[notRun]++
-		return true, nil
 	case isRedirect(v.str):
 		mm := c.mismatch(cmd, v, "a cluster redirect reached the client: the proxy follows every MOVED, ASK, TRYAGAIN and CLUSTERDOWN itself (README)").(*roMismatch)
 		mm.invariant = "no client sees -MOVED, -ASK, -TRYAGAIN or -CLUSTERDOWN"
