@@ -380,6 +380,33 @@ func clusterRouting(t *testing.T, c *topology.Cluster, r *cluster.Router, srv *S
 		}
 	})
 
+	t.Run("watch redirected in a pipelined transaction", func(t *testing.T) {
+		conn := dialRedis(t, addr)
+		masters := r.Masters()
+		k, _ := keyIn(r, masters[0], "w", 0)
+		n := "{" + k + "}n"
+		conn.do("SET", k, "v")
+		if err := c.MoveSlot(ctx, int(cluster.Slot([]byte(k))), c.NodeByAddr(masters[1])); err != nil {
+			t.Fatal(err)
+		}
+		// The router still names masters[0]: WATCH is answered -MOVED
+		// there. The transaction must follow it to masters[1] (not run
+		// MULTI and EXEC where WATCH failed, then WATCH after EXEC).
+		got := pipeline(conn, []string{"WATCH", k}, []string{"MULTI"}, []string{"INCR", n}, []string{"GET", k}, []string{"EXEC"})
+		want := []string{"+OK\r\n", "+OK\r\n", "+QUEUED\r\n", "+QUEUED\r\n", "*2\r\n:1\r\n" + bulk("v")}
+		for i := range want {
+			if got[i] != want[i] {
+				t.Errorf("reply %d = %q, want %q", i, got[i], want[i])
+			}
+		}
+		// No transaction is left open: a cross-slot MGET is split.
+		other, _ := keyIn(r, masters[2], "o", 0)
+		got = pipeline(conn, []string{"MGET", k, other})
+		if want := "*2\r\n" + bulk("v") + "$-1\r\n"; got[0] != want {
+			t.Errorf("MGET after the transaction = %q, want %q", got[0], want)
+		}
+	})
+
 	t.Run("ask during a migration", func(t *testing.T) {
 		conn := dialRedis(t, addr)
 		slot := int(cluster.Slot([]byte("{mig}")))

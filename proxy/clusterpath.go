@@ -92,6 +92,22 @@ func (s *session) clusterForward(cmds []Command, infos []cmdInfo, depth int) err
 	inMulti := s.tx == txMulti || s.heldMulti
 	for i := range cmds {
 		args, kind := cmds[i].Args, infos[i].kind
+		if s.txBroken() && s.interceptTx(kind) {
+			// A run before this one lost the connection of the
+			// transaction or of its WATCH: answered as a Sentinel
+			// group's session answers it in its next batch.
+			if err := flush(i); err != nil {
+				return err
+			}
+			start = i + 1
+			if err := s.answerLostClusterTx(cmds[i], kind); err != nil {
+				return err
+			}
+			if kind == kindExec || kind == kindDiscard || kind == kindReset {
+				txOpen, inMulti, s.txSlot = false, false, -1
+			}
+			continue
+		}
 		if kind == kindReset {
 			// Whatever a held MULTI was waiting for, RESET ends it.
 			if err := flush(i); err != nil {
@@ -162,6 +178,15 @@ func (s *session) clusterForward(cmds []Command, infos []cmdInfo, depth int) err
 			p = cluster.Plan{Kind: cluster.Refuse, Reply: []byte("-" + cluster.CrossSlotError + "\r\n")}
 		}
 		if local == "" && !fan && p.Kind == cluster.Single {
+			if kind == kindWatch {
+				// A WATCH is a run of its own: the transaction after it
+				// goes where the WATCH ran, after a redirect too. In a
+				// run with what follows it, a -MOVED WATCH would be sent
+				// again after its MULTI and EXEC had run on the old node.
+				if err := flush(i); err != nil {
+					return err
+				}
+			}
 			if p.Slot >= 0 {
 				addr, ok := router.Lookup(p.Slot)
 				if runSlot >= 0 && (!ok || addr != runAddr) {
@@ -175,6 +200,11 @@ func (s *session) clusterForward(cmds []Command, infos []cmdInfo, depth int) err
 			}
 			if !txOpen && (kind == kindExec || kind == kindDiscard || kind == kindUnwatch) {
 				s.txSlot = -1 // for the commands after it; its run keeps its slot
+			}
+			if kind == kindWatch {
+				if err := flush(i + 1); err != nil {
+					return err
+				}
 			}
 			continue
 		}
@@ -225,6 +255,19 @@ func (s *session) clusterForward(cmds []Command, infos []cmdInfo, depth int) err
 		}
 	}
 	return flush(len(cmds))
+}
+
+// answerLostClusterTx is answerLostTx, for a MULTI the proxy still holds
+// too: nothing of it reached Redis, and its EXEC after a lost WATCH fails.
+func (s *session) answerLostClusterTx(cmd Command, kind cmdKind) error {
+	if !s.heldMulti || kind != kindExec {
+		return s.answerLostTx(cmd, kind)
+	}
+	s.dropHeld()
+	s.watchLost = false
+	s.endTx()
+	s.writeRaw([]byte(nullReply(s.state.proto)))
+	return nil
 }
 
 // dropHeld forgets a held MULTI and what was queued with it.

@@ -71,12 +71,16 @@ func (s *session) answerLostTx(cmd Command, kind cmdKind) error {
 		s.release(b)
 	}
 	s.endTx()
-	if s.state.proto == 3 {
-		s.writeRaw([]byte("_\r\n"))
-	} else {
-		s.writeRaw([]byte("*-1\r\n"))
-	}
+	s.writeRaw([]byte(nullReply(s.state.proto)))
 	return nil
+}
+
+// nullReply is a null EXEC's reply in protocol proto.
+func nullReply(proto int) string {
+	if proto == 3 {
+		return "_\r\n"
+	}
+	return "*-1\r\n"
 }
 
 // answerLost answers commands that were about to be sent on a connection
