@@ -13,7 +13,7 @@ import (
 
 // startRedis runs a throwaway redis-server on a free loopback port and
 // returns its address; the process is killed by PID when the test ends.
-func startRedis(t *testing.T, extra ...string) string {
+func startRedis(t testing.TB, extra ...string) string {
 	t.Helper()
 	return startRedisWith(t, func() []string { return extra })
 }
@@ -22,7 +22,7 @@ func startRedis(t *testing.T, extra ...string) string {
 // (a port they name may be taken). A free port can be taken by someone else
 // between its probe and redis-server's bind; the server then exits, and it
 // is started again on other ports.
-func startRedisWith(t *testing.T, extra func() []string) string {
+func startRedisWith(t testing.TB, extra func() []string) string {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {

@@ -90,7 +90,7 @@ func startProxy(t *testing.T, src MasterSource, mod func(*Options)) (*Server, st
 
 // serve runs srv on a loopback listener; stop drains it and returns what
 // Serve returned. The caller must call stop.
-func serve(t *testing.T, srv *Server) (addr string, stop func() error) {
+func serve(t testing.TB, srv *Server) (addr string, stop func() error) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
