@@ -29,18 +29,31 @@ import (
 // session state, while a client that pauses between commands for less than
 // deepParkAfter (a busy one among many, say) keeps its connection and
 // resumes at the cost of a goroutine.
+//
+// At most maxShallow sessions are parked with their connection: beyond
+// that, a session parking leaves Go's poller at once. The runtime never
+// frees a poll descriptor (512 bytes each, reused for later connections),
+// so without the bound a burst of clients that go idle together (a pool
+// filling up) would leave one for each of them, plus the heap its netFD and
+// reader held at the peak, for the life of the process.
 type parker struct {
 	epfd int
 
-	mu     sync.Mutex
-	slots  []*session // parked sessions by descriptor (the epoll event's data)
-	n      int        // parked sessions
-	closed bool
+	mu      sync.Mutex
+	slots   []*session // parked sessions by descriptor (the epoll event's data)
+	n       int        // parked sessions
+	shallow int        // of which still with their net.Conn (not detached)
+	closed  bool
 }
 
 // deepParkAfter is how long a session stays parked with its connection
 // before the parker takes it out of Go's poller (deepen).
 const deepParkAfter = time.Second
+
+// maxShallow bounds the sessions parked with their connection. Busy
+// clients that pause between commands (parked for tens of milliseconds
+// each, a fraction of them at any moment) stay well under it.
+const maxShallow = 1024
 
 func newParker() (*parker, error) {
 	fd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
@@ -55,19 +68,39 @@ func newParker() (*parker, error) {
 // with a working connection.
 func (p *parker) park(s *session) bool {
 	p.mu.Lock()
-	closed := p.closed
+	closed, full := p.closed, p.shallow >= maxShallow
 	p.mu.Unlock()
 	if closed {
 		return false
 	}
-	fd := p.descriptor(s)
+	fd := -1
+	if full && detachable(s.conn) {
+		fd = p.detach(s)
+	}
+	detached := fd >= 0
+	if !detached {
+		fd = p.descriptor(s)
+	}
 	if fd < 0 {
 		return false
 	}
 	p.mu.Lock()
 	ok := p.register(fd, s)
 	p.mu.Unlock()
+	if !ok && detached {
+		p.attach(s) // the caller goes on reading: it needs its connection
+	}
 	return ok
+}
+
+// detachable reports whether conn can leave Go's poller (detach): TCP and
+// Unix connections, not TLS (its buffers may hold data) nor a parkedConn.
+func detachable(conn net.Conn) bool {
+	switch conn.(type) {
+	case *net.TCPConn, *net.UnixConn:
+		return true
+	}
+	return false
 }
 
 // register watches fd for s until it becomes readable (or hangs up), once;
@@ -86,7 +119,26 @@ func (p *parker) register(fd int, s *session) bool {
 	}
 	p.slots[fd] = s
 	p.n++
+	if _, deep := s.conn.(*parkedConn); !deep {
+		p.shallow++
+	}
 	return true
+}
+
+// take stops watching fd and returns the session parked under it, or nil;
+// p.mu is held.
+func (p *parker) take(fd int) *session {
+	if fd < 0 || fd >= len(p.slots) || p.slots[fd] == nil {
+		return nil
+	}
+	s := p.slots[fd]
+	p.slots[fd] = nil
+	p.n--
+	if _, deep := s.conn.(*parkedConn); !deep {
+		p.shallow--
+	}
+	syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, fd, nil)
+	return s
 }
 
 // descriptor returns the descriptor of s's connection, or -1 when it has
@@ -114,18 +166,10 @@ func (p *parker) deepen(cutoff int64, resume func(*session)) {
 	var todo []*session
 	p.mu.Lock()
 	for fd, s := range p.slots {
-		if s == nil || s.lastActive.Load() > cutoff {
-			continue
-		}
-		switch s.conn.(type) {
-		case *net.TCPConn, *net.UnixConn:
-		default:
+		if s == nil || s.lastActive.Load() > cutoff || !detachable(s.conn) {
 			continue // detached already, or cannot be
 		}
-		p.slots[fd] = nil
-		p.n--
-		syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, fd, nil)
-		todo = append(todo, s)
+		todo = append(todo, p.take(fd))
 	}
 	p.mu.Unlock()
 	for _, s := range todo {
@@ -145,11 +189,12 @@ func (p *parker) deepen(cutoff int64, resume func(*session)) {
 	}
 }
 
-// detach takes a parked TCP or Unix connection out of Go's poller: it swaps
-// s.conn for a parkedConn holding a duplicate of the descriptor, closes the
-// original and drops the session's reader, and returns the duplicate. On
-// -1 (the descriptor could not be duplicated) s keeps its connection.
-// Nothing may be buffered.
+// detach takes a parked (or parking) TCP or Unix connection out of Go's
+// poller for the goroutine that owns s (deepen's, or the session's own in
+// park): it swaps s.conn for a parkedConn holding a duplicate of the
+// descriptor, closes the original and drops the session's reader, and
+// returns the duplicate. On -1 (the descriptor could not be duplicated) s
+// keeps its connection. Nothing may be buffered.
 func (p *parker) detach(s *session) int {
 	raw := rawConnOf(s.conn)
 	if raw == nil {
@@ -230,17 +275,8 @@ func (p *parker) run(ctx context.Context, resume func(*session)) {
 			return
 		}
 		for _, ev := range events[:n] {
-			fd := int(ev.Fd)
 			p.mu.Lock()
-			var s *session
-			if fd >= 0 && fd < len(p.slots) {
-				s = p.slots[fd]
-			}
-			if s != nil {
-				p.slots[fd] = nil
-				p.n--
-				syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, fd, nil)
-			}
+			s := p.take(int(ev.Fd))
 			p.mu.Unlock()
 			if s != nil {
 				go func() {
@@ -268,7 +304,7 @@ func (p *parker) close() []*session {
 			p.slots[fd] = nil
 		}
 	}
-	p.slots, p.n = nil, 0
+	p.slots, p.n, p.shallow = nil, 0, 0
 	syscall.Close(p.epfd)
 	p.mu.Unlock()
 	for _, s := range out {

@@ -57,6 +57,45 @@ func TestParkedSessionLeavesPoller(t *testing.T) {
 	waitFor(t, func() bool { d, n := parkedStates(srv); return d == 1 && n == 1 })
 }
 
+// TestParkBeyondShallowBound checks that once maxShallow sessions are
+// parked with their connection, the next session to park leaves Go's poller
+// at once, and is served as before when it wakes up.
+func TestParkBeyondShallowBound(t *testing.T) {
+	r := startRedis(t)
+	srv, paddr := startProxy(t, newFakeSource(r), nil)
+	// maxShallow clients parked with their connection, as the parker counts
+	// them (opening that many would only make the test slow).
+	srv.parker.mu.Lock()
+	srv.parker.shallow += maxShallow
+	srv.parker.mu.Unlock()
+	c := dialRedis(t, paddr)
+	if got := c.do("SELECT", "3"); got != "+OK\r\n" {
+		t.Fatalf("SELECT = %q", got)
+	}
+	last := time.Now()
+	waitFor(t, func() bool { _, n := parkedStates(srv); return n == 1 })
+	if d, _ := parkedStates(srv); d != 1 && time.Since(last) < deepParkAfter/2 {
+		t.Fatalf("a session parked beyond maxShallow kept its connection")
+	}
+	c.send(string(appendCommand(appendCommand(nil, "SET", "pk", "v"), "GET", "pk")))
+	if got := c.reply(); got != "+OK\r\n" {
+		t.Fatalf("SET after parking = %q", got)
+	}
+	if got := c.reply(); got != "$1\r\nv\r\n" {
+		t.Fatalf("GET after parking = %q", got)
+	}
+	if got := doIn(t, r, "3", "EXISTS", "pk"); got != ":1\r\n" {
+		t.Fatalf("the parked session lost its db: EXISTS in db 3 = %q", got)
+	}
+	waitFor(t, func() bool { d, n := parkedStates(srv); return d == 1 && n == 1 })
+	srv.parker.mu.Lock()
+	shallow := srv.parker.shallow
+	srv.parker.mu.Unlock()
+	if shallow != maxShallow {
+		t.Fatalf("parker counts %d sessions parked with their connection, want the %d of the test", shallow, maxShallow)
+	}
+}
+
 // TestDrainEndsParkedSessions checks that shutting down ends parked clients
 // (their connections back from the parker) and returns promptly.
 func TestDrainEndsParkedSessions(t *testing.T) {
