@@ -411,7 +411,7 @@ func (s *Server) sweepIdle(ctx context.Context) {
 					continue
 				}
 				switch {
-				case st.HandshakeTimeout > 0 && !sess.started.Load() && now.Sub(sess.born) > st.HandshakeTimeout:
+				case st.HandshakeTimeout > 0 && !sess.started.Load() && now.UnixNano()-sess.born > int64(st.HandshakeTimeout):
 					sess.kill(reasonHandshake)
 				case st.IdleTimeout > 0 && !sess.streaming.Load() && sess.lastActive.Load() < idleCut:
 					sess.kill(reasonIdle)

@@ -33,33 +33,35 @@ type session struct {
 
 	sessionState // transaction, client name, pin reasons (sessionstate.go)
 
-	txState bool // a state command (SELECT, AUTH, HELLO, …) is queued in MULTI
-	txUser  string
-	txPass  string // credentials of a queued AUTH
-	resync  bool   // state commands ran inside EXEC: ask the server
-
 	pinned   *backend    // dedicated connection while the state needs one
 	duplex   *duplex     // set once the session streams (pub/sub, MONITOR, tracking)
 	shared   *sharedConn // the shared connection last used; dropped when idle
 	shareIdx int         // which of a state's shared connections the session uses
-	noShare  bool        // its replies were large: it does not share any more (shareMaxReply)
+
+	txUser   string // credentials of an AUTH queued in MULTI
+	txPass   string
+	clientID int64 // CLIENT ID's answer on the pinned connection
 
 	idleSince atomic.Int64 // when the session began waiting for its client (UnixNano); 0 while busy, idleSwept once the sweep ended the wait
 
 	// For the timeouts in Server.sweepIdle, read from its goroutine.
-	born       time.Time
-	parkable   bool         // the connection can be parked (has a descriptor; not TLS)
+	born       int64        // when the client connected (UnixNano)
+	lastActive atomic.Int64 // end of the last batch (UnixNano)
 	started    atomic.Bool  // a first complete command arrived
 	busy       atomic.Bool  // a batch is running
 	streaming  atomic.Bool  // full duplex: never idle
-	lastActive atomic.Int64 // end of the last batch (UnixNano)
 	killed     atomic.Bool
+	parkable   bool // the connection can be parked (has a descriptor; not TLS)
 
-	authed           bool  // proxy-terminated auth passed
-	deauthAfterReset bool  // RESET forwarded: authenticate again after it
-	txRefused        bool  // a command of the open MULTI was refused
-	clientID         int64 // CLIENT ID's answer on the pinned connection
-	ended            bool  // end ran: the server has forgotten the session
+	// The flags last, together: a parked session's struct is what an idle
+	// client costs, and padding between them would add to it.
+	txState          bool // a state command (SELECT, AUTH, HELLO, …) is queued in MULTI
+	resync           bool // state commands ran inside EXEC: ask the server
+	noShare          bool // its replies were large: it does not share any more (shareMaxReply)
+	authed           bool // proxy-terminated auth passed
+	deauthAfterReset bool // RESET forwarded: authenticate again after it
+	txRefused        bool // a command of the open MULTI was refused
+	ended            bool // end ran: the server has forgotten the session
 
 	*clusterTx // a cluster group's sessions only (nil for a Sentinel group)
 }
@@ -103,12 +105,12 @@ type batchScratch struct {
 var scratchPool = sync.Pool{New: func() any { return new(batchScratch) }}
 
 func newSession(srv *Server, nc net.Conn) *session {
-	s := &session{srv: srv, conn: nc, state: cleanState, born: time.Now(), shareIdx: int(srv.accepted.Load())}
+	s := &session{srv: srv, conn: nc, state: cleanState, born: time.Now().UnixNano(), shareIdx: int(srv.accepted.Load())}
 	if srv.cl != nil {
 		s.clusterTx = &clusterTx{txSlot: -1}
 	}
 	_, s.parkable = nc.(syscall.Conn)
-	s.lastActive.Store(s.born.UnixNano())
+	s.lastActive.Store(s.born)
 	s.rd = newClientReader(nc, srv.bufs, srv.settings().Limits)
 	return s
 }
