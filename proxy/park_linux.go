@@ -7,7 +7,9 @@ import (
 	"errors"
 	"net"
 	"os"
+	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -44,11 +46,25 @@ type parker struct {
 	n       int        // parked sessions
 	shallow int        // of which still with their net.Conn (not detached)
 	closed  bool
+
+	detached atomic.Uint64 // connections taken out of Go's poller, ever
 }
 
 // deepParkAfter is how long a session stays parked with its connection
 // before the parker takes it out of Go's poller (deepen).
 const deepParkAfter = time.Second
+
+// A burst of clients that connect and go idle together leaves the heap at
+// its peak: their goroutines' stacks, netFDs and readers, freed once they
+// are parked, stay resident because an idle proxy allocates nothing, so no
+// GC lowers the heap goal that the scavenger works to, for minutes. Once at
+// least releaseAfter sessions have left Go's poller and a deepen pass finds
+// no more, the parker hands that memory back (debug.FreeOSMemory: one GC
+// and a scavenge), at most once per releaseEvery.
+const (
+	releaseAfter = maxShallow
+	releaseEvery = 30 * time.Second
+)
 
 // maxShallow bounds the sessions parked with their connection. Busy
 // clients that pause between commands (parked for tens of milliseconds
@@ -215,6 +231,7 @@ func (p *parker) detach(s *session) int {
 	s.srv.mu.Unlock()
 	s.rd = nil
 	old.Close() // the socket stays open through fd
+	p.detached.Add(1)
 	return fd
 }
 
@@ -262,10 +279,12 @@ func dupCloexec(fd int) (int, error) {
 func (p *parker) run(ctx context.Context, resume func(*session)) {
 	events := make([]syscall.EpollEvent, 128)
 	lastDeepen := time.Now()
+	var rel releaser
 	for ctx.Err() == nil {
 		if now := time.Now(); now.Sub(lastDeepen) >= deepParkAfter/4 {
 			lastDeepen = now
 			p.deepen(now.Add(-deepParkAfter).UnixNano(), resume)
+			rel.check(p.detached.Load(), now)
 		}
 		n, err := syscall.EpollWait(p.epfd, events, 200)
 		if err != nil {
@@ -286,6 +305,29 @@ func (p *parker) run(ctx context.Context, resume func(*session)) {
 			}
 		}
 	}
+}
+
+// releaser decides when the parker hands freed memory back to the OS (see
+// releaseAfter). It belongs to the parker's loop.
+type releaser struct {
+	seen    uint64    // detached at the previous check
+	done    uint64    // detached at the last release
+	last    time.Time // of the last release
+	running atomic.Bool
+}
+
+// check is called after each deepen pass with the parker's detached count.
+func (r *releaser) check(detached uint64, now time.Time) {
+	quiet := detached == r.seen
+	r.seen = detached
+	if !quiet || detached-r.done < releaseAfter || now.Sub(r.last) < releaseEvery || !r.running.CompareAndSwap(false, true) {
+		return
+	}
+	r.done, r.last = detached, now
+	go func() { // exits when the release is done; never two at once
+		defer r.running.Store(false)
+		debug.FreeOSMemory()
+	}()
 }
 
 // close stops parking and returns the sessions still parked, with their

@@ -130,3 +130,33 @@ func TestDrainEndsParkedSessions(t *testing.T) {
 		t.Fatalf("%d clients left after drain", st.Clients)
 	}
 }
+
+// TestReleaserCheck checks when the parker hands memory back: only after
+// releaseAfter sessions left Go's poller, once a pass finds no more, and
+// not again within releaseEvery.
+func TestReleaserCheck(t *testing.T) {
+	t0 := time.Now()
+	steps := []struct {
+		detached uint64
+		at       time.Duration
+		release  bool
+	}{
+		{releaseAfter - 1, 0, false},                           // not enough yet
+		{releaseAfter - 1, time.Second, false},                 // quiet, still not enough
+		{releaseAfter + 10, 2 * time.Second, false},            // enough, but still detaching
+		{releaseAfter + 10, 3 * time.Second, true},             // quiet: release
+		{releaseAfter + 10, 4 * time.Second, false},            // nothing new since
+		{3 * releaseAfter, 5 * time.Second, false},             // a new burst
+		{3 * releaseAfter, 6 * time.Second, false},             // quiet, but within releaseEvery
+		{3 * releaseAfter, 3*time.Second + releaseEvery, true}, // quiet, releaseEvery later
+	}
+	var r releaser
+	for i, st := range steps {
+		last := r.last
+		r.check(st.detached, t0.Add(st.at))
+		if got := r.last != last; got != st.release {
+			t.Fatalf("step %d (%d detached at %v): released %v, want %v", i, st.detached, st.at, got, st.release)
+		}
+		waitFor(t, func() bool { return !r.running.Load() })
+	}
+}
