@@ -245,8 +245,15 @@ func (p *parker) attach(s *session) {
 	}
 	f := os.NewFile(uintptr(pc.fd), "")
 	nc, err := net.FileConn(f) // a duplicate, back in Go's poller
-	if err != nil {
+	switch {
+	case err != nil:
 		s.srv.log.Warn("cannot resume a parked client; closing it", zap.String("group", s.srv.opts.Name), zap.Error(err))
+		nc = &parkedConn{fd: -1}
+	case nc.RemoteAddr() == nil:
+		// The client reset the connection while parked: it has no peer
+		// any more (and the log lines naming the client would panic on a
+		// nil address). The session reads net.ErrClosed and ends.
+		nc.Close()
 		nc = &parkedConn{fd: -1}
 	}
 	s.srv.mu.Lock()

@@ -3,6 +3,7 @@
 package proxy
 
 import (
+	"net"
 	"testing"
 	"time"
 )
@@ -158,5 +159,25 @@ func TestReleaserCheck(t *testing.T) {
 			t.Fatalf("step %d (%d detached at %v): released %v, want %v", i, st.detached, st.at, got, st.release)
 		}
 		waitFor(t, func() bool { return !r.running.Load() })
+	}
+}
+
+// TestParkedClientReset checks that a client that resets its connection
+// while out of Go's poller ends its session quietly. Its descriptor then
+// has no peer address: the resumed net.Conn's RemoteAddr would be nil, and
+// the log lines that name the client would panic.
+func TestParkedClientReset(t *testing.T) {
+	r := startRedis(t)
+	srv, paddr := startProxy(t, newFakeSource(r), nil)
+	c := dialRedis(t, paddr)
+	if got := c.do("PING"); got != "+PONG\r\n" {
+		t.Fatalf("PING = %q", got)
+	}
+	waitFor(t, func() bool { d, n := parkedStates(srv); return d == 1 && n == 1 })
+	c.nc.(*net.TCPConn).SetLinger(0) // Close sends a reset
+	c.nc.Close()
+	waitFor(t, func() bool { return srv.Stats().Clients == 0 })
+	if st := srv.Stats(); st.Parked != 0 {
+		t.Fatalf("%d sessions still parked", st.Parked)
 	}
 }
