@@ -29,7 +29,9 @@ import (
 // session has left Go's poller: RSS, the runtime's memory by kind after a
 // GC, and RSS after debug.FreeOSMemory. IDLE_HEAP_PROFILE=file writes a heap
 // profile of that moment (every allocation sampled, which costs memory of
-// its own: read the RSS figures from a run without it).
+// its own: read the RSS figures from a run without it). IDLE_SETTLE=150s
+// also reads RSS that long after, with no GC forced (the runtime's own GC
+// runs every 2 minutes, and its scavenger after it).
 //
 //	go test -run '^$' -bench IdleClients -benchtime 1x ./proxy/
 func BenchmarkIdleClients(b *testing.B) {
