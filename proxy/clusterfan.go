@@ -240,8 +240,17 @@ func (d *duplex) followed() string {
 // did not run, and the connection cannot follow it. The slot map learns
 // of a -MOVED.
 func (d *duplex) clusterReply(frame []byte, from string) []byte {
+	if len(frame) < 2 || frame[0] != '-' {
+		return frame
+	}
 	kind, slot, addr, ok := cluster.ParseRedirect(frame)
-	if !ok || len(frame) < 2 || frame[0] != '-' {
+	if !ok {
+		if bytes.HasPrefix(frame, []byte("-TRYAGAIN")) || bytes.HasPrefix(frame, []byte("-CLUSTERDOWN")) {
+			// Not retried here: the replies of a full-duplex connection
+			// are not held back. The command did not run.
+			d.s.srv.cl.router.RequestRefresh()
+			return []byte("-" + errDuplexNotServed + errorText(frame) + "); it did not run (sentinel-proxy)\r\n")
+		}
 		return frame
 	}
 	if kind == cluster.KindMoved {
@@ -249,6 +258,11 @@ func (d *duplex) clusterReply(frame []byte, from string) []byte {
 	}
 	return []byte("-" + errDuplexOtherMaster + "\r\n")
 }
+
+// errDuplexNotServed starts the error a subscribed or tracking connection
+// of a cluster group gets for -TRYAGAIN or -CLUSTERDOWN, which a client of
+// the proxy never sees.
+const errDuplexNotServed = "ERR the cluster did not serve this key's slot just now ("
 
 const errShardElsewhere = "ERR this shard channel's slot is served by another master than this connection's (after a slot migration, say); SSUBSCRIBE on a new connection (sentinel-proxy)"
 
