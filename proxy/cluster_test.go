@@ -440,4 +440,40 @@ func clusterRouting(t *testing.T, c *topology.Cluster, r *cluster.Router, srv *S
 			t.Errorf("after the migration: %q", got[0])
 		}
 	})
+
+	t.Run("blocked command across a CLUSTER FAILOVER", func(t *testing.T) {
+		// Last: it changes the topology. A BLPOP blocked on a master that
+		// a CLUSTER FAILOVER demotes is answered -UNBLOCKED by Redis; it
+		// took nothing, so the proxy sends it again to the new master,
+		// where the next push wakes it.
+		masters := r.Masters()
+		k, _ := keyIn(r, masters[0], "bl", 0)
+		shards, err := c.Shards(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var replica *topology.Node
+		for _, sh := range shards {
+			if sh.Master.Addr == masters[0] && len(sh.Replicas) > 0 {
+				replica = sh.Replicas[0]
+			}
+		}
+		if replica == nil {
+			t.Fatalf("no replica of %s in %v", masters[0], shards)
+		}
+		before := testutil.ToFloat64(srv.m.redirects)
+		blocked := dialRedis(t, addr)
+		blocked.send(string(appendCommand(nil, "BLPOP", k, "20")))
+		time.Sleep(200 * time.Millisecond) // blocked on masters[0]
+		if err := c.Failover(ctx, replica); err != nil {
+			t.Fatal(err)
+		}
+		dialRedis(t, addr).do("RPUSH", k, "after")
+		if got, want := blocked.reply(), "*2\r\n"+bulk(k)+bulk("after"); got != want {
+			t.Errorf("BLPOP across the failover = %q, want %q", got, want)
+		}
+		if n := testutil.ToFloat64(srv.m.redirects) - before; n < 1 {
+			t.Errorf("%v redirects followed, want the -UNBLOCKED one at least", n)
+		}
+	})
 }
