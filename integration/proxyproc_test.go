@@ -126,7 +126,7 @@ func launchProxy(t *testing.T, admin string, argv ...string) *proxyProc {
 			}
 		}
 		if p.dead() || time.Now().After(deadline) {
-			t.Fatalf("proxy %v not ready (exited: %v, %v); output:\n%s", argv, p.dead(), p.waitErr, p.out.String())
+			t.Fatalf("proxy %v not ready (%s); output:\n%s", argv, p.state(), p.out.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -142,6 +142,15 @@ func (p *proxyProc) dead() bool {
 	}
 }
 
+// state says whether the proxy runs, or how it exited. waitErr is read
+// only once exited is closed: before, the waiting goroutine may write it.
+func (p *proxyProc) state() string {
+	if !p.dead() {
+		return "running"
+	}
+	return fmt.Sprintf("exited: %v", p.waitErr)
+}
+
 // mem is the proxy's memory in bytes: VmRSS, VmHWM and the Go heap in use.
 type mem struct{ rss, hwm, heap int64 }
 
@@ -155,7 +164,7 @@ func (p *proxyProc) mem(t *testing.T) mem {
 	t.Helper()
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.pid))
 	if err != nil {
-		t.Fatalf("proxy status: %v (exited: %v %v)", err, p.dead(), p.waitErr)
+		t.Fatalf("proxy status: %v (%s)", err, p.state())
 	}
 	var m mem
 	for _, line := range strings.Split(string(b), "\n") {
@@ -178,7 +187,7 @@ func (p *proxyProc) metric(t *testing.T, name string) float64 {
 	t.Helper()
 	resp, err := http.Get("http://" + p.admin + "/metrics")
 	if err != nil {
-		t.Fatalf("metrics: %v (exited: %v %v)", err, p.dead(), p.waitErr)
+		t.Fatalf("metrics: %v (%s)", err, p.state())
 	}
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)

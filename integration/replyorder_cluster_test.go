@@ -142,14 +142,6 @@ func TestReplyOrderCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a cluster under faults for 45 s")
 	}
-	if os.Getenv("REPLYORDER_CLUSTER") != "1" {
-		// Known open bug (README, Status): in about one run in three a
-		// split MGET right after a WATCH/MULTI that Redis aborted is
-		// answered -CROSSSLOT (seeds 1796297391685402124,
-		// 1796299479995089830). Until it is fixed the test runs on
-		// request (make soak sets REPLYORDER_CLUSTER=1), not in make test.
-		t.Skip("REPLYORDER_CLUSTER=1 runs it (make soak does); see README, Status: an open -CROSSSLOT bug")
-	}
 	cfg := roConfigFromEnv(t, roClusterFaultKinds, 45*time.Second)
 	fmt.Fprintf(os.Stderr, "TestReplyOrderCluster: seed %d, %v, %d clients (replay with REPLYORDER_SEED=%d)\n", cfg.seed, cfg.duration, cfg.clients, cfg.seed)
 	t.Logf("seed %d, duration %v, %d clients, faults %v", cfg.seed, cfg.duration, cfg.clients, cfg.faults)

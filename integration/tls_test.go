@@ -54,31 +54,13 @@ func startTLSTopo(t *testing.T, pki *testpki.Files, clientTLS *tls.Config) *tlsT
 	if err1 != nil || err2 != nil {
 		t.Fatalf("redis-server and redis-sentinel are required (make deps): %v %v", err1, err2)
 	}
-	tp := &tlsTopo{clientTLS: clientTLS, dir: t.TempDir(), logs: map[string]string{}, masterName: "tlsmaster", redisBin: server}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for name, f := range tp.logs {
-				b, _ := os.ReadFile(f)
-				lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-				t.Logf("--- %s log (tail) ---\n%s", name, strings.Join(lines[max(0, len(lines)-20):], "\n"))
-			}
-		}
-	})
-	common := func(port int) []string {
-		return []string{
-			"port 0", // no plain TCP at all
-			"tls-port " + strconv.Itoa(port),
-			"bind 127.0.0.1", "protected-mode no", "daemonize no",
-			"tls-cert-file " + pki.CertFile, "tls-key-file " + pki.KeyFile, "tls-ca-cert-file " + pki.CAFile,
-			"tls-auth-clients yes", // clients need a certificate
-			"tls-replication yes",  // replicas and sentinels reach the data nodes over TLS
-		}
-	}
+	tp := newTLSProcs(t, clientTLS)
+	tp.masterName, tp.redisBin = "tlsmaster", server
 	mport, rport := freeLoopbackPort(t), freeLoopbackPort(t)
 	tp.master, tp.replica = tlsJoin(mport), tlsJoin(rport)
 	data := []string{`save ""`, "appendonly no", "repl-diskless-sync yes", "repl-diskless-sync-delay 0"}
-	tp.start(t, "master", server, append(common(mport), data...))
-	tp.start(t, "replica", server, append(append(common(rport), data...), fmt.Sprintf("replicaof 127.0.0.1 %d", mport)))
+	tp.start(t, "master", server, append(tlsOnlyConf(pki, mport), data...))
+	tp.start(t, "replica", server, append(append(tlsOnlyConf(pki, rport), data...), fmt.Sprintf("replicaof 127.0.0.1 %d", mport)))
 	tp.waitCmd(t, tp.replica, 15*time.Second, "replica link up", func(ctx context.Context, c *redis.Client) error {
 		info, err := c.Info(ctx, "replication").Result()
 		if err != nil {
@@ -92,7 +74,7 @@ func startTLSTopo(t *testing.T, pki *testpki.Files, clientTLS *tls.Config) *tlsT
 	for i := range 2 {
 		port := freeLoopbackPort(t)
 		tp.sentinels = append(tp.sentinels, tlsJoin(port))
-		tp.start(t, fmt.Sprintf("sentinel-%d", i+1), sentinelBin, append(common(port),
+		tp.start(t, fmt.Sprintf("sentinel-%d", i+1), sentinelBin, append(tlsOnlyConf(pki, port),
 			fmt.Sprintf("sentinel monitor %s 127.0.0.1 %d 1", tp.masterName, mport),
 			"sentinel down-after-milliseconds "+tp.masterName+" 2000",
 			"sentinel failover-timeout "+tp.masterName+" 3000"))
@@ -113,6 +95,35 @@ func startTLSTopo(t *testing.T, pki *testpki.Files, clientTLS *tls.Config) *tlsT
 			return nil
 		})
 	}
+	return tp
+}
+
+// tlsOnlyConf is the config of a Redis process listening on port over TLS
+// only, requiring client certificates from pki's CA.
+func tlsOnlyConf(pki *testpki.Files, port int) []string {
+	return []string{
+		"port 0", // no plain TCP at all
+		"tls-port " + strconv.Itoa(port),
+		"bind 127.0.0.1", "protected-mode no", "daemonize no",
+		"tls-cert-file " + pki.CertFile, "tls-key-file " + pki.KeyFile, "tls-ca-cert-file " + pki.CAFile,
+		"tls-auth-clients yes", // clients need a certificate
+		"tls-replication yes",  // replicas and sentinels reach the data nodes over TLS
+	}
+}
+
+// newTLSProcs is an empty tlsTopo: a directory for the processes start
+// runs, whose logs' tails are logged if t fails.
+func newTLSProcs(t *testing.T, clientTLS *tls.Config) *tlsTopo {
+	tp := &tlsTopo{clientTLS: clientTLS, dir: t.TempDir(), logs: map[string]string{}}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for name, f := range tp.logs {
+				b, _ := os.ReadFile(f)
+				lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+				t.Logf("--- %s log (tail) ---\n%s", name, strings.Join(lines[max(0, len(lines)-20):], "\n"))
+			}
+		}
+	})
 	return tp
 }
 

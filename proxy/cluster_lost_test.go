@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -18,10 +19,22 @@ import (
 // connection that sends a WATCH, before the WATCH reaches the node: the
 // proxy sees the connection lost with the WATCH unanswered.
 type cutOnWatch struct {
-	ln   net.Listener
-	to   string
-	mu   sync.Mutex
-	cuts int
+	ln    net.Listener
+	to    string
+	mu    sync.Mutex
+	cuts  int
+	conns []net.Conn
+}
+
+// stop closes the listener and every relayed connection: the node is
+// unreachable from then on.
+func (c *cutOnWatch) stop() {
+	c.ln.Close()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, nc := range c.conns {
+		nc.Close()
+	}
 }
 
 func startCutOnWatch(t *testing.T, to string) *cutOnWatch {
@@ -47,6 +60,9 @@ func (c *cutOnWatch) accept() {
 			in.Close()
 			continue
 		}
+		c.mu.Lock()
+		c.conns = append(c.conns, in, out)
+		c.mu.Unlock()
 		go func() {
 			_, _ = io.Copy(in, out)
 			in.Close()
@@ -82,12 +98,14 @@ func (c *cutOnWatch) count() int {
 	return c.cuts
 }
 
-// TestClusterLostWatch checks a WATCH whose connection is lost in the
-// middle of a batch: the rest of the batch (MULTI … EXEC) is answered as a
-// Sentinel group's session answers its next batch (the EXEC fails with a
-// null reply, as when a watched key was touched), and nothing of the lost
-// WATCH is left for the batches after it.
-func TestClusterLostWatch(t *testing.T) {
+// TestClusterLostTx checks a WATCH whose connection is lost in the middle of
+// a batch: the rest of the batch (MULTI … EXEC) is answered as a Sentinel
+// group's session answers its next batch (the EXEC fails with a null reply,
+// as when a watched key was touched), and nothing of the lost WATCH is left
+// for the batches after it. Then a transaction the proxy holds (MULTI
+// without WATCH) whose master cannot be reached: its commands did not run,
+// and an EXEC among them ends it.
+func TestClusterLostTx(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	c, err := topology.StartCluster(ctx, topology.ClusterOptions{Masters: 3})
@@ -119,7 +137,7 @@ func TestClusterLostWatch(t *testing.T) {
 	<-ch
 	_, addr := startProxy(t, nil, func(o *Options) {
 		o.Source = nil
-		o.HoldTimeout = 5 * time.Second
+		o.HoldTimeout = time.Second
 		o.Cluster = &ClusterOptions{Router: r, FetchCommands: func(ctx context.Context) (cluster.Table, error) {
 			return cluster.FetchCommands(ctx, seeds, cluster.FetchOptions{})
 		}}
@@ -173,5 +191,66 @@ func TestClusterLostWatch(t *testing.T) {
 				t.Errorf("RESP%s, %s: MGET after = %q, want v and a null", proto, tc.name, got[0])
 			}
 		}
+	}
+	// A slot its master no longer serves (CLUSTER DELSLOTS): the node
+	// answers -CLUSTERDOWN, which no client sees. A shard subscriber's
+	// connection (whose replies are not held back) gets the proxy's error
+	// at once; a command elsewhere is retried until the hold deadline,
+	// then answered -MASTERDOWN.
+	// (Without full coverage, only that slot is down, not the cluster.)
+	for _, a := range seeds {
+		if err := c.NodeByAddr(a).Client().Do(ctx, "config", "set", "cluster-require-full-coverage", "no").Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	k2, _ := keyIn(r, seeds[1], "down", 0)
+	slot := int(cluster.Slot([]byte(k2)))
+	sub := dialRedis(t, addr)
+	if got := sub.do("HELLO", "3"); got[0] != '%' {
+		t.Fatalf("HELLO 3 = %q", got)
+	}
+	if got := pipeline(sub, []string{"SSUBSCRIBE", "{" + k2 + "}ch"}); !strings.HasPrefix(got[0], ">3\r\n$10\r\nssubscribe") {
+		t.Fatalf("SSUBSCRIBE = %q", got[0])
+	}
+	if err := c.NodeByAddr(seeds[1]).Client().Do(ctx, "cluster", "delslots", slot).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// Redis unsubscribes the slot's shard channels (a sunsubscribe push).
+	reply := pipeline(sub, []string{"GET", k2})[0]
+	for strings.HasPrefix(reply, ">") {
+		t.Logf("push %q", reply)
+		reply = sub.reply()
+	}
+	if !strings.HasPrefix(reply, "-"+errDuplexNotServed+"CLUSTERDOWN") {
+		t.Errorf("GET of a slot not served, on a shard subscriber's connection = %q, want %q…", reply, errDuplexNotServed)
+	}
+	ok, _ := keyIn(r, seeds[1], "up", 0)
+	got := pipeline(dialRedis(t, addr), []string{"GET", k2}, []string{"SET", ok, "1"})
+	if !strings.HasPrefix(got[0], "-MASTERDOWN ") || got[1] != "+OK\r\n" {
+		t.Errorf("GET of a slot not served, SET of another = %q, want -MASTERDOWN and +OK", got)
+	}
+
+	cut.stop()
+	conn := dialRedis(t, addr)
+	got = pipeline(conn, []string{"MULTI"}, []string{"GET", k}, []string{"EXEC"})
+	if got[0] != "+OK\r\n" || !strings.HasPrefix(got[1], "-MASTERDOWN") || !strings.HasPrefix(got[2], "-MASTERDOWN") {
+		t.Errorf("MULTI, GET, EXEC with the master unreachable = %q, want +OK and two -MASTERDOWN", got)
+	}
+	// (Keys of another master: commands without keys go to the first
+	// master, which may be the one cut off.)
+	if got := pipeline(conn, []string{"MULTI"}, []string{"SET", ok, "2"}, []string{"EXEC"}); !slices.Equal(got, []string{"+OK\r\n", "+QUEUED\r\n", "*1\r\n+OK\r\n"}) {
+		t.Errorf("the next transaction = %q, want it run", got)
+	}
+	// Without its EXEC in the failed run, the transaction stays open and
+	// its EXEC fails, as after any error while queuing.
+	got = pipeline(conn, []string{"MULTI"}, []string{"GET", k})
+	if got[0] != "+OK\r\n" || !strings.HasPrefix(got[1], "-MASTERDOWN") {
+		t.Errorf("MULTI, GET with the master unreachable = %q, want +OK and -MASTERDOWN", got)
+	}
+	if got := pipeline(conn, []string{"GET", ok}, []string{"EXEC"}); got[0] != "-CROSSSLOT Keys in request don't hash to the same slot\r\n" || !strings.HasPrefix(got[1], "-EXECABORT") {
+		t.Errorf("GET of another slot, EXEC after = %q, want -CROSSSLOT and -EXECABORT", got)
+	}
+	if got := pipeline(conn, []string{"GET", ok}); got[0] != "$1\r\n2\r\n" {
+		t.Errorf("GET after the transaction = %q", got)
 	}
 }

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -438,6 +439,68 @@ func clusterRouting(t *testing.T, c *topology.Cluster, r *cluster.Router, srv *S
 		got = pipeline(conn, []string{"MGET", "{mig}a", "{mig}b", "{mig}c"})
 		if got[0] != "*3\r\n"+bulk("1")+bulk("3")+bulk("3") {
 			t.Errorf("after the migration: %q", got[0])
+		}
+	})
+
+	t.Run("blocked command across a CLUSTER FAILOVER", func(t *testing.T) {
+		// Last: it changes the topology. A BLPOP blocked on a master that
+		// a CLUSTER FAILOVER demotes is answered -UNBLOCKED by Redis; it
+		// took nothing, so the proxy sends it again to the new master,
+		// where the next push wakes it.
+		masters := r.Masters()
+		k, _ := keyIn(r, masters[0], "bl", 0)
+		shards, err := c.Shards(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var replica *topology.Node
+		for _, sh := range shards {
+			if sh.Master.Addr == masters[0] && len(sh.Replicas) > 0 {
+				replica = sh.Replicas[0]
+			}
+		}
+		if replica == nil {
+			t.Fatalf("no replica of %s in %v", masters[0], shards)
+		}
+		before := testutil.ToFloat64(srv.m.redirects)
+		blocked := dialRedis(t, addr)
+		// In a run between two writes: Redis closes the connection after
+		// its -UNBLOCKED, before the INCR after it.
+		n := "{" + k + "}n"
+		// After a subscription ended by RESET, and a transaction the proxy
+		// held (MULTI without WATCH) in the same run, on the connection it
+		// pinned.
+		if got := pipeline(blocked, []string{"SUBSCRIBE", "ch"}, []string{"PING"}, []string{"RESET"}); got[2] != "+RESET\r\n" {
+			t.Fatalf("SUBSCRIBE, PING, RESET = %q", got)
+		}
+		other, _ := keyIn(r, masters[1], "blo", 0)
+		got := pipeline(blocked, []string{"MULTI"}, []string{"INCR", n}, []string{"EXEC"}, []string{"MSET", n + "a", "1", other, "1"}, []string{"DEL", n + "a", other}, []string{"ECHO", "x"})
+		if !slices.Equal(got, []string{"+OK\r\n", "+QUEUED\r\n", "*1\r\n:1\r\n", "+OK\r\n", ":2\r\n", bulk("x")}) {
+			t.Fatalf("a transaction, then split commands = %q", got)
+		}
+		var b []byte
+		for _, c := range [][]string{{"MULTI"}, {"SET", n, "0"}, {"EXEC"}, {"INCR", n}, {"BLPOP", k, "20"}, {"INCR", n}} {
+			b = appendCommand(b, c...)
+		}
+		blocked.send(string(b))
+		for i, want := range []string{"+OK\r\n", "+QUEUED\r\n", "*1\r\n+OK\r\n", ":1\r\n"} {
+			if got := blocked.reply(); got != want {
+				t.Fatalf("reply %d before the BLPOP = %q, want %q", i, got, want)
+			}
+		}
+		time.Sleep(200 * time.Millisecond) // blocked on masters[0]
+		if err := c.Failover(ctx, replica); err != nil {
+			t.Fatal(err)
+		}
+		dialRedis(t, addr).do("RPUSH", k, "after")
+		if got, want := blocked.reply(), "*2\r\n"+bulk(k)+bulk("after"); got != want {
+			t.Errorf("BLPOP across the failover = %q, want %q", got, want)
+		}
+		if got := blocked.reply(); got != ":2\r\n" && got != "-"+errMayHaveRun+"\r\n" {
+			t.Errorf("INCR after the BLPOP = %q, want :2 or %q", got, errMayHaveRun)
+		}
+		if n := testutil.ToFloat64(srv.m.redirects) - before; n < 1 {
+			t.Errorf("%v redirects followed, want the -UNBLOCKED one at least", n)
 		}
 	})
 }

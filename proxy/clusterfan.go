@@ -3,7 +3,6 @@ package proxy
 import (
 	"bytes"
 	"context"
-	"errors"
 	"strconv"
 
 	"go.uber.org/zap"
@@ -240,8 +239,17 @@ func (d *duplex) followed() string {
 // did not run, and the connection cannot follow it. The slot map learns
 // of a -MOVED.
 func (d *duplex) clusterReply(frame []byte, from string) []byte {
+	if len(frame) < 2 || frame[0] != '-' {
+		return frame
+	}
 	kind, slot, addr, ok := cluster.ParseRedirect(frame)
-	if !ok || len(frame) < 2 || frame[0] != '-' {
+	if !ok {
+		if bytes.HasPrefix(frame, []byte("-TRYAGAIN")) || bytes.HasPrefix(frame, []byte("-CLUSTERDOWN")) {
+			// Not retried here: the replies of a full-duplex connection
+			// are not held back. The command did not run.
+			d.s.srv.cl.router.RequestRefresh()
+			return []byte("-" + errDuplexNotServed + errorText(frame) + "); it did not run (sentinel-proxy)\r\n")
+		}
 		return frame
 	}
 	if kind == cluster.KindMoved {
@@ -250,89 +258,13 @@ func (d *duplex) clusterReply(frame []byte, from string) []byte {
 	return []byte("-" + errDuplexOtherMaster + "\r\n")
 }
 
+// errDuplexNotServed starts the error a subscribed or tracking connection
+// of a cluster group gets for -TRYAGAIN or -CLUSTERDOWN, which a client of
+// the proxy never sees.
+const errDuplexNotServed = "ERR the cluster did not serve this key's slot just now ("
+
 const errShardElsewhere = "ERR this shard channel's slot is served by another master than this connection's (after a slot migration, say); SSUBSCRIBE on a new connection (sentinel-proxy)"
 
 func isSSubscribe(args [][]byte) bool {
 	return len(args) > 1 && bytes.EqualFold(args[0], []byte("ssubscribe"))
 }
-
-// byMaster runs a pipeline whose commands for each master are not
-// consecutive as one run per master rather than one per change of master
-// (a pipeline of random keys over 3 masters would otherwise make about
-// two runs in three commands): each master's replies are gathered, then
-// passed on in the client's order. Commands for one slot keep their order;
-// those for different masters do not depend on each other. Only plain
-// commands with at most one slot, in RESP2 (one frame per reply), outside
-// a transaction; it reports false, having done nothing, for any other
-// pipeline.
-func (s *session) byMaster(t cluster.Table, cmds []Command, infos []cmdInfo, depth int) (bool, error) {
-	if s.state.proto != 2 || s.tx != txNone || s.heldMulti || s.pinned != nil {
-		return false, nil
-	}
-	router := s.srv.cl.router
-	type group struct {
-		addr  string
-		slot  int
-		idx   []int
-		cmds  []Command
-		infos []cmdInfo
-	}
-	var groups []*group
-	runs, prev := 0, "?"
-	for i := range cmds {
-		if infos[i].kind != kindPlain || !infos[i].share || isFanOut(cmds[i].Args) {
-			return false, nil
-		}
-		p := t.Split(cmds[i].Args, nil)
-		s.plans = append(s.plans, p) // for clusterForward, if this returns false
-		if p.Kind != cluster.Single || p.Slot < 0 {
-			return false, nil
-		}
-		addr, ok := router.Lookup(p.Slot)
-		if !ok {
-			return false, nil
-		}
-		if addr != prev {
-			runs++
-			prev = addr
-		}
-		var g *group
-		for _, x := range groups {
-			if x.addr == addr {
-				g = x
-			}
-		}
-		if g == nil {
-			g = &group{addr: addr, slot: p.Slot}
-			groups = append(groups, g)
-		}
-		g.idx = append(g.idx, i)
-		g.cmds = append(g.cmds, cmds[i])
-		g.infos = append(g.infos, infos[i])
-	}
-	if runs == len(groups) {
-		return false, nil // already one run per master
-	}
-	replies := make([][]byte, len(cmds))
-	for _, g := range groups {
-		out, err := s.capture(func() error { return s.runOn(s.slotRoute(g.slot), nil, g.cmds, g.infos, depth) })
-		if err != nil {
-			return true, err
-		}
-		frames := splitFrames(out, len(g.cmds))
-		if frames == nil {
-			// Cannot happen in RESP2; should it, the replies cannot be
-			// matched to their commands: end the session.
-			return true, errMergeLost
-		}
-		for k, i := range g.idx {
-			replies[i] = frames[k]
-		}
-	}
-	for _, r := range replies {
-		s.writeRaw(r)
-	}
-	return true, nil
-}
-
-var errMergeLost = errors.New("cluster: replies of a pipeline could not be matched to its commands")

@@ -17,9 +17,9 @@ import (
 
 const (
 	errSelectCluster = "ERR SELECT is not allowed in cluster mode"
-	errNoTable       = "CLUSTERDOWN sentinel-proxy has not read the cluster's command table yet (sentinel-proxy)"
+	errNoTable       = "MASTERDOWN sentinel-proxy has not read the cluster's command table yet; it did not run (sentinel-proxy)"
 	errMergeFailed   = "ERR sentinel-proxy could not merge the replies of the cluster's nodes (sentinel-proxy)"
-	errNoMasters     = "CLUSTERDOWN no master of the cluster is known (sentinel-proxy)"
+	errNoMasters     = "MASTERDOWN no master of the cluster is known; it did not run (sentinel-proxy)"
 	multiCmd         = "*1\r\n$5\r\nMULTI\r\n"
 	emptyExec        = "*0\r\n"
 	queuedReply      = "+QUEUED\r\n"
@@ -332,7 +332,8 @@ func (s *session) slotRoute(slot int) *sourceBox {
 // a command of the proxy's own whose reply is dropped, first), then
 // follows the redirects among its replies.
 func (s *session) runOn(src *sourceBox, prefix []byte, cmds []Command, infos []cmdInfo, depth int) error {
-	if prefix == nil && s.heldMulti {
+	carried := prefix == nil && s.heldMulti
+	if carried {
 		// The held MULTI and the commands queued with it go first.
 		prefix = append([]byte(multiCmd), s.heldCmds...)
 		s.prefixN = 1 + s.heldN
@@ -345,8 +346,25 @@ func (s *session) runOn(src *sourceBox, prefix []byte, cmds []Command, infos []c
 	err := s.forward(cmds, infos)
 	d := s.deferred
 	s.route, s.prefix, s.prefixN, s.deferred = savedRoute, nil, 0, savedDefer
-	if s.tx != txMulti || s.pinned != nil {
+	switch {
+	case s.tx != txMulti || s.pinned != nil:
 		s.heldMulti, s.heldCmds, s.heldN = false, nil, 0
+	case carried && s.heldMulti:
+		// Nothing of the run reached Redis: every command of it was
+		// answered that it did not run (no master within the hold
+		// timeout, say). An EXEC or DISCARD among them ended the
+		// transaction for the client; else the MULTI stays held, and its
+		// EXEC fails as after any error while queuing.
+		ended := false
+		for _, in := range infos {
+			ended = ended || in.kind == kindExec || in.kind == kindDiscard || in.kind == kindReset
+		}
+		if ended {
+			s.dropHeld()
+			s.endTx()
+		} else {
+			s.txCross = true
+		}
 	}
 	if err != nil {
 		if d != nil {

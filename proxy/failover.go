@@ -264,7 +264,10 @@ const retryTries = 3
 // connects to it. When none could be had it returns the last reason (a
 // credentials refusal at once: waiting would not fix it).
 func (s *session) retryBackend(oldAddr string, needNew bool) (*backend, error) {
-	deadline := time.Now().Add(s.srv.settings().HoldTimeout)
+	// The batch's deadline: a batch whose runs are refused one after
+	// another (a cluster's, say) waits one hold timeout in all, not one
+	// per run.
+	deadline := s.holdDeadline()
 	lastErr := errNoMaster
 	for {
 		addr, changed := s.source().Master()

@@ -16,9 +16,9 @@ import (
 // again: they ran where they were, being for other slots or keys.
 
 // maxRedirects bounds how often one command follows -MOVED or -ASK; a
-// command still redirected after that gets the last redirect as its
-// reply (a slot bouncing between nodes while the cluster is being
-// reconfigured by hand).
+// command still redirected after that (a slot bouncing between nodes
+// while the cluster is being reconfigured by hand) is answered that it did
+// not run (errNotServed).
 const maxRedirects = 5
 
 type redirectKind uint8
@@ -112,8 +112,11 @@ func (s *session) followRedirects(d *deferral, cmds []Command, infos []cmdInfo, 
 			s.awaitRouting()
 			err = s.clusterForward(pick(cmds, d.list[k:j]), pick(infos, d.list[k:j]), depth)
 		case r.kind == redirAgain || depth >= maxRedirects:
+			// Held to the deadline, or sent back and forth: the client
+			// does not see the redirect, but that the command did not run.
 			for _, x := range d.list[k:j] {
-				s.out().Write(x.held)
+				s.srv.m.cmdProxyErr.Inc()
+				s.writeError(errNotServed + errorText(x.held) + "); it did not run (sentinel-proxy)")
 			}
 		case r.kind == redirAsk:
 			err = s.runOn(&sourceBox{MasterSource: &fixedNode{r: s.srv.cl.router, addr: r.addr}},
@@ -131,6 +134,11 @@ func (s *session) followRedirects(d *deferral, cmds []Command, infos []cmdInfo, 
 }
 
 const askingCmd = "*1\r\n$6\r\nASKING\r\n"
+
+// errNotServed starts the error of a command still redirected at the hold
+// deadline or after maxRedirects; the redirect follows it. MASTERDOWN, as a
+// Sentinel group's command held to the deadline: clients retry it.
+const errNotServed = "MASTERDOWN the cluster did not serve the command's slot (last answer: "
 
 // pick returns the elements of xs the redirects name, in order.
 func pick[T any](xs []T, rs []redirect) []T {

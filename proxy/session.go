@@ -98,8 +98,12 @@ type batchScratch struct {
 	prefixN  int            // how many replies prefix has (0: one)
 	deferred *deferral      // replies held back after a cluster redirect
 	plans    []cluster.Plan // the plans byMaster made of a pipeline's first commands
+	addrs    []string       // byMaster's masters of those commands
 	slotSrc  slotMaster     // the source of the current cluster run (slotRoute)
 	slotBox  sourceBox
+	// gathering: byMaster is taking the replies of runs it wrote ahead on
+	// shared connections; nothing else may go on one meanwhile.
+	gathering bool
 }
 
 var scratchPool = sync.Pool{New: func() any { return new(batchScratch) }}

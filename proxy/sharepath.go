@@ -28,7 +28,7 @@ const shareMaxReply = 1 << 20
 // full duplex), and every command neither blocks, nor pins, nor changes or
 // asks about the connection.
 func (s *session) mayShare(cmds []Command, infos []cmdInfo) bool {
-	if s.path() != pathShared {
+	if s.path() != pathShared || s.gathering {
 		return false
 	}
 	size := 0

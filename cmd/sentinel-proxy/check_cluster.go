@@ -146,7 +146,8 @@ func shardCheck(sh cluster.Shard, r masterRole) shardRow {
 // the reply: ["master", offset, [[ip, port, offset], ...]].
 func roleReply(ctx context.Context, fo cluster.FetchOptions, addr string) masterRole {
 	c := redis.NewClient(&redis.Options{
-		Addr: addr, Username: fo.Username, Password: fo.Password, TLSConfig: fo.TLSConfig,
+		Addr: addr, Username: fo.Username, Password: fo.Password,
+		TLSConfig: fo.TLSConfig, Dialer: cluster.TLSDialer(fo.TLSConfig, fo.DialTimeout),
 		Protocol: 2, DialTimeout: fo.DialTimeout, ReadTimeout: fo.QueryTimeout, WriteTimeout: fo.QueryTimeout,
 		ContextTimeoutEnabled: true, MaxRetries: -1, PoolSize: 1, DisableIdentity: true,
 		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},

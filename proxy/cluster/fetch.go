@@ -25,10 +25,11 @@ type FetchOptions struct {
 	// none.
 	Username, Password string
 	// TLSConfig, if set, makes the connections TLS (and Fetch picks the
-	// nodes' TLS ports from CLUSTER SHARDS). nil means plain TCP.
+	// nodes' TLS ports from CLUSTER SHARDS), dialled by TLSDialer. nil
+	// means plain TCP.
 	TLSConfig *tls.Config
-	// Dialer, if set, replaces go-redis's dialer (for a custom TLS
-	// handshake, say).
+	// Dialer, if set, replaces TLSDialer or go-redis's plain dialer (for
+	// a custom TLS handshake, say).
 	Dialer func(ctx context.Context, network, addr string) (net.Conn, error)
 	// DialTimeout bounds a dial; 0 means 2s.
 	DialTimeout time.Duration
@@ -149,12 +150,16 @@ func newClient(addr string, o FetchOptions) *redis.Client {
 	if query <= 0 {
 		query = DefaultQueryTimeout
 	}
+	dialer := o.Dialer
+	if dialer == nil {
+		dialer = TLSDialer(o.TLSConfig, dial)
+	}
 	return redis.NewClient(&redis.Options{
 		Addr:                     addr,
 		Username:                 o.Username,
 		Password:                 o.Password,
 		TLSConfig:                o.TLSConfig,
-		Dialer:                   o.Dialer,
+		Dialer:                   dialer,
 		Protocol:                 2,
 		DialTimeout:              dial,
 		DialerRetries:            1,
@@ -166,4 +171,38 @@ func newClient(addr string, o FetchOptions) *redis.Client {
 		DisableIdentity:          true,
 		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
 	})
+}
+
+// TLSDialer returns a go-redis dialer that connects over TLS with a clone
+// of cfg per connection, or nil (go-redis's plain dialer) when cfg is nil.
+// The clone's ServerName is the dialled host when cfg names none, as
+// go-redis's own TLS dial does; a VerifyConnection callback also gets that
+// name in ConnectionState.ServerName, which crypto/tls leaves empty for an
+// IP address. cmd/sentinel-proxy's reloadable configuration verifies the
+// server in that callback and refuses a certificate without a name to
+// check: without the name, every node dialled by IP is refused. timeout
+// bounds the dial and the handshake together.
+func TLSDialer(cfg *tls.Config, timeout time.Duration) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	if cfg == nil {
+		return nil
+	}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c := cfg.Clone()
+		if c.ServerName == "" {
+			host, _, err := net.SplitHostPort(addr)
+			if err != nil {
+				host = addr
+			}
+			c.ServerName = host
+		}
+		if verify := c.VerifyConnection; verify != nil {
+			name := c.ServerName
+			c.VerifyConnection = func(cs tls.ConnectionState) error {
+				cs.ServerName = name
+				return verify(cs)
+			}
+		}
+		d := tls.Dialer{NetDialer: &net.Dialer{Timeout: timeout}, Config: c}
+		return d.DialContext(ctx, network, addr)
+	}
 }

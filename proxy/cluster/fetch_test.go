@@ -3,6 +3,9 @@ package cluster
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"io"
 	"net"
 	"strconv"
@@ -10,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sentinel-proxy/sentinel-proxy/integration/testpki"
 )
 
 // fakeNode is a loopback server speaking just enough RESP2 to stand for a
@@ -28,6 +33,11 @@ func startFakeNode(t *testing.T, replies map[string]string) *fakeNode {
 	if err != nil {
 		t.Fatalf("listen: %v", err)
 	}
+	return serveFakeNode(t, ln, replies)
+}
+
+// serveFakeNode serves replies on ln until the test ends.
+func serveFakeNode(t *testing.T, ln net.Listener, replies map[string]string) *fakeNode {
 	f := &fakeNode{ln: ln}
 	f.wg.Add(1)
 	go func() { // ends when the listener is closed
@@ -160,5 +170,59 @@ func TestFetchErrors(t *testing.T) {
 	_, _, err = Fetch(ctx, []string{f.ln.Addr().String(), closed}, FetchOptions{DialTimeout: time.Second})
 	if err == nil || !strings.Contains(err.Error(), "cluster support disabled") || !strings.Contains(err.Error(), closed) {
 		t.Errorf("Fetch = %v, want both seeds' errors", err)
+	}
+}
+
+// TestFetchTLS checks Fetch and FetchCommands over TLS with a configuration
+// that verifies the server in VerifyConnection, as cmd/sentinel-proxy's
+// reloadable one does: it gets the dialled IP as the name to check (a
+// name crypto/tls leaves empty for an IP). The node lists only a tls-port,
+// as a node with port 0 does.
+func TestFetchTLS(t *testing.T) {
+	pki := testpki.NewFiles(t, "cluster fetch ca")
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{pki.Cert}})
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	f := serveFakeNode(t, ln, map[string]string{
+		"CLUSTER SHARDS": "*1\r\n*4\r\n$5\r\nslots\r\n*2\r\n:0\r\n:16383\r\n$5\r\nnodes\r\n*1\r\n" +
+			"*8\r\n$2\r\nid\r\n$1\r\na\r\n$8\r\ntls-port\r\n:7001\r\n$4\r\nrole\r\n$6\r\nmaster\r\n$6\r\nhealth\r\n$6\r\nonline\r\n",
+		"COMMAND": "*1\r\n*6\r\n$3\r\nget\r\n:2\r\n*1\r\n+readonly\r\n:1\r\n:1\r\n:1\r\n",
+	})
+	var names []string
+	var mu sync.Mutex
+	cfg := &tls.Config{
+		InsecureSkipVerify: true, // verified below, as cmd/sentinel-proxy does
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			mu.Lock()
+			names = append(names, cs.ServerName)
+			mu.Unlock()
+			if cs.ServerName == "" {
+				return errors.New("no server name to verify the certificate against")
+			}
+			_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: pki.CA.Pool(), DNSName: cs.ServerName})
+			return err
+		},
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	addr := f.ln.Addr().String()
+	m, _, err := Fetch(ctx, []string{addr}, FetchOptions{TLSConfig: cfg})
+	if err != nil {
+		t.Fatalf("Fetch over TLS: %v", err)
+	}
+	if got, ok := m.Lookup(42); !ok || got != "127.0.0.1:7001" {
+		t.Errorf("Lookup(42) = %q, %v; want the tls-port, 127.0.0.1:7001", got, ok)
+	}
+	if _, err := FetchCommands(ctx, []string{addr}, FetchOptions{TLSConfig: cfg}); err != nil {
+		t.Fatalf("FetchCommands over TLS: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(names) != 2 || names[0] != "127.0.0.1" || names[1] != "127.0.0.1" || cfg.ServerName != "" {
+		t.Errorf("VerifyConnection saw %q, want 127.0.0.1 twice; shared ServerName now %q", names, cfg.ServerName)
+	}
+	if TLSDialer(nil, time.Second) != nil {
+		t.Error("TLSDialer(nil) is not nil: plain connections would not use go-redis's dialer")
 	}
 }
