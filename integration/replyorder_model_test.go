@@ -386,6 +386,9 @@ func (c *roClient) checkUnsubscribe(cmd *roCmd) error {
 			return c.mismatch(cmd, v, fmt.Sprintf("want %d subscriptions left", len(left)))
 		}
 	}
+	if len(c.subs) > 0 && len(left) == 0 {
+		c.subEpoch++
+	}
 	c.subs = left
 	c.outcomes[ran]++
 	return nil
