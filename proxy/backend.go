@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/tidwall/redcon"
+
+	"github.com/sentinel-proxy/sentinel-proxy/proxy/cluster"
 )
 
 // connState is the state of a Redis connection that a client can change and
@@ -117,7 +119,9 @@ func (srv *Server) dialBackend(ctx context.Context, addr string, st connState, n
 	nc := raw
 	raw.SetDeadline(deadline)
 	if srv.opts.BackendTLS != nil {
-		tc := tls.Client(raw, backendTLSConfig(srv.opts.BackendTLS, addr))
+		// A reloadable configuration (cmd/sentinel-proxy) verifies the
+		// server in VerifyConnection, which needs the name verified.
+		tc := tls.Client(raw, cluster.DialTLSConfig(srv.opts.BackendTLS, addr))
 		if err := tc.HandshakeContext(ctx); err != nil {
 			raw.Close()
 			var verr *tls.CertificateVerificationError
@@ -156,30 +160,6 @@ func (srv *Server) dialBackend(ctx context.Context, addr string, st connState, n
 	}
 	raw.SetDeadline(time.Time{})
 	return b, nil
-}
-
-// backendTLSConfig returns base for a dial to addr: a clone whose
-// ServerName is addr's host when base names none, as crypto/tls.Dial does.
-// A reloadable base (cmd/sentinel-proxy) verifies the server itself in
-// VerifyConnection against ConnectionState.ServerName, which crypto/tls
-// leaves empty for an IP address; the wrapper passes the name verified.
-func backendTLSConfig(base *tls.Config, addr string) *tls.Config {
-	cfg := base.Clone()
-	if cfg.ServerName == "" {
-		host, _, err := net.SplitHostPort(addr)
-		if err != nil {
-			host = addr
-		}
-		cfg.ServerName = host
-	}
-	if verify := cfg.VerifyConnection; verify != nil {
-		name := cfg.ServerName
-		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
-			cs.ServerName = name
-			return verify(cs)
-		}
-	}
-	return cfg
 }
 
 // handshake encodes the commands that bring a new connection into state st,

@@ -187,22 +187,31 @@ func TLSDialer(cfg *tls.Config, timeout time.Duration) func(ctx context.Context,
 		return nil
 	}
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c := cfg.Clone()
-		if c.ServerName == "" {
-			host, _, err := net.SplitHostPort(addr)
-			if err != nil {
-				host = addr
-			}
-			c.ServerName = host
-		}
-		if verify := c.VerifyConnection; verify != nil {
-			name := c.ServerName
-			c.VerifyConnection = func(cs tls.ConnectionState) error {
-				cs.ServerName = name
-				return verify(cs)
-			}
-		}
-		d := tls.Dialer{NetDialer: &net.Dialer{Timeout: timeout}, Config: c}
+		d := tls.Dialer{NetDialer: &net.Dialer{Timeout: timeout}, Config: DialTLSConfig(cfg, addr)}
 		return d.DialContext(ctx, network, addr)
 	}
+}
+
+// DialTLSConfig returns base for a dial to addr: a clone whose ServerName
+// is addr's host when base names none, as crypto/tls.Dial does, and whose
+// VerifyConnection (if any) is given that name in
+// ConnectionState.ServerName, which crypto/tls leaves empty for an IP
+// address.
+func DialTLSConfig(base *tls.Config, addr string) *tls.Config {
+	c := base.Clone()
+	if c.ServerName == "" {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			host = addr
+		}
+		c.ServerName = host
+	}
+	if verify := c.VerifyConnection; verify != nil {
+		name := c.ServerName
+		c.VerifyConnection = func(cs tls.ConnectionState) error {
+			cs.ServerName = name
+			return verify(cs)
+		}
+	}
+	return c
 }
