@@ -51,7 +51,7 @@ type roClient struct {
 	// message was delivered (cluster groups: see message).
 	subEpoch    int
 	deliveredIn map[string]int
-	nextTok   int
+	nextTok     int
 
 	commands  int64
 	outcomes  [3]int64
