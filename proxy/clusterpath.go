@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -103,7 +104,7 @@ func (s *session) clusterForward(cmds []Command, infos []cmdInfo, depth int) err
 			if err := s.answerLostClusterTx(cmds[i], kind); err != nil {
 				return err
 			}
-			if kind == kindExec || kind == kindDiscard || kind == kindReset {
+			if endsTx(kind) {
 				txOpen, inMulti, s.txSlot = false, false, -1
 			}
 			continue
@@ -270,6 +271,12 @@ func (s *session) answerLostClusterTx(cmd Command, kind cmdKind) error {
 	return nil
 }
 
+// endsTx reports whether a command of kind ends a transaction (MULTI and
+// WATCH both) for the client, whatever its reply.
+func endsTx(kind cmdKind) bool {
+	return kind == kindExec || kind == kindDiscard || kind == kindReset
+}
+
 // dropHeld forgets a held MULTI and what was queued with it.
 func (s *session) dropHeld() {
 	s.heldMulti, s.heldCmds, s.heldN, s.txCross, s.txSlot = false, nil, 0, false, -1
@@ -355,11 +362,7 @@ func (s *session) runOn(src *sourceBox, prefix []byte, cmds []Command, infos []c
 		// timeout, say). An EXEC or DISCARD among them ended the
 		// transaction for the client; else the MULTI stays held, and its
 		// EXEC fails as after any error while queuing.
-		ended := false
-		for _, in := range infos {
-			ended = ended || in.kind == kindExec || in.kind == kindDiscard || in.kind == kindReset
-		}
-		if ended {
+		if slices.ContainsFunc(infos, func(in cmdInfo) bool { return endsTx(in.kind) }) {
 			s.dropHeld()
 			s.endTx()
 		} else {

@@ -111,7 +111,11 @@ func TestSharedSlowClient(t *testing.T) {
 		req = appendCommand(req, "GET", "big")
 	}
 	go slow.Write(req)
-	time.Sleep(300 * time.Millisecond) // let its batches reach the shared connection
+	// Until its batch streams, and its shared connection takes no new
+	// batches (retired): a batch written behind it before that waits for
+	// it (README, Known gaps), which a fixed pause cannot rule out on a
+	// loaded machine.
+	waitFor(t, func() bool { return sharedRetired(srv) })
 	start := time.Now()
 	for i := range 200 {
 		if got := c.do("ECHO", strconv.Itoa(i)); got != "$"+strconv.Itoa(len(strconv.Itoa(i)))+"\r\n"+strconv.Itoa(i)+"\r\n" {
@@ -241,3 +245,19 @@ func TestSharedConnLost(t *testing.T) {
 
 // sharing turns shared connections on in a test's proxy.
 func sharing(o *Options) { o.SharedConns = 1 }
+
+// sharedRetired reports whether one of srv's shared connections is retired:
+// a batch on it streams at its client's pace.
+func sharedRetired(srv *Server) bool {
+	p := srv.shared
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, set := range p.sets {
+		for _, slot := range set {
+			if slot.c != nil && slot.c.retired.Load() {
+				return true
+			}
+		}
+	}
+	return false
+}
