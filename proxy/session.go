@@ -450,6 +450,10 @@ func (s *session) forward(cmds []Command, infos []cmdInfo) error {
 		// the connection carried a transaction these commands belong to.
 		s.failed(b)
 		if s.txBroken() {
+			// The prefix (a cluster's held MULTI, ASKING) went with
+			// the connection: what answerLost sends on, after an
+			// EXEC or DISCARD it answered, goes without it.
+			s.prefix, s.prefixN = nil, 0
 			return s.answerLost(cmds, infos)
 		}
 		if b, err = s.acquire(); err != nil {
