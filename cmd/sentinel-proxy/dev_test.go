@@ -41,14 +41,17 @@ func TestDevDemo(t *testing.T) {
 		ok   func() bool
 	}{
 		{"a line per second for the whole script", func() bool { return len(lines) >= 20 }},
-		{"writes/s above 0 on most lines", func() bool {
-			n := 0
+		{"writes/s above 0 whenever a master is known, but for the seconds of the switches", func() bool {
+			// Without a master (after the kill, until Sentinel has
+			// promoted a replica: a few seconds, more on a loaded
+			// machine) the proxy holds the writes; with one, they flow.
+			stalled := 0
 			for _, l := range lines {
-				if w, _ := strconv.Atoi(l[2]); w > 0 {
-					n++
+				if w, _ := strconv.Atoi(l[2]); w == 0 && l[4] != "none," {
+					stalled++
 				}
 			}
-			return n >= len(lines)-5
+			return stalled <= 2
 		}},
 		{"the master changes at least twice", func() bool {
 			changes, prev := 0, ""
