@@ -45,16 +45,7 @@ func TestParkedSessionLeavesPoller(t *testing.T) {
 	if d := time.Since(last); d < deepParkAfter {
 		t.Fatalf("the session left Go's poller %v after its last command, before %v", d, deepParkAfter)
 	}
-	c.send(string(appendCommand(appendCommand(nil, "SET", "pk", "v"), "GET", "pk")))
-	if got := c.reply(); got != "+OK\r\n" {
-		t.Fatalf("SET after parking = %q", got)
-	}
-	if got := c.reply(); got != "$1\r\nv\r\n" {
-		t.Fatalf("GET after parking = %q", got)
-	}
-	if got := doIn(t, r, "3", "EXISTS", "pk"); got != ":1\r\n" {
-		t.Fatalf("the parked session lost its db: EXISTS in db 3 = %q", got)
-	}
+	checkResumed(t, c, r)
 	waitFor(t, func() bool { d, n := parkedStates(srv); return d == 1 && n == 1 })
 }
 
@@ -78,16 +69,7 @@ func TestParkBeyondShallowBound(t *testing.T) {
 	if d, _ := parkedStates(srv); d != 1 && time.Since(last) < deepParkAfter/2 {
 		t.Fatalf("a session parked beyond maxShallow kept its connection")
 	}
-	c.send(string(appendCommand(appendCommand(nil, "SET", "pk", "v"), "GET", "pk")))
-	if got := c.reply(); got != "+OK\r\n" {
-		t.Fatalf("SET after parking = %q", got)
-	}
-	if got := c.reply(); got != "$1\r\nv\r\n" {
-		t.Fatalf("GET after parking = %q", got)
-	}
-	if got := doIn(t, r, "3", "EXISTS", "pk"); got != ":1\r\n" {
-		t.Fatalf("the parked session lost its db: EXISTS in db 3 = %q", got)
-	}
+	checkResumed(t, c, r)
 	waitFor(t, func() bool { d, n := parkedStates(srv); return d == 1 && n == 1 })
 	srv.parker.mu.Lock()
 	shallow := srv.parker.shallow
@@ -179,5 +161,21 @@ func TestParkedClientReset(t *testing.T) {
 	waitFor(t, func() bool { return srv.Stats().Clients == 0 })
 	if st := srv.Stats(); st.Parked != 0 {
 		t.Fatalf("%d sessions still parked", st.Parked)
+	}
+}
+
+// checkResumed checks that a parked session that did SELECT 3 serves a
+// pipeline when it wakes up, in its db.
+func checkResumed(t *testing.T, c *redisConn, r string) {
+	t.Helper()
+	c.send(string(appendCommand(appendCommand(nil, "SET", "pk", "v"), "GET", "pk")))
+	if got := c.reply(); got != "+OK\r\n" {
+		t.Fatalf("SET after parking = %q", got)
+	}
+	if got := c.reply(); got != "$1\r\nv\r\n" {
+		t.Fatalf("GET after parking = %q", got)
+	}
+	if got := doIn(t, r, "3", "EXISTS", "pk"); got != ":1\r\n" {
+		t.Fatalf("the parked session lost its db: EXISTS in db 3 = %q", got)
 	}
 }
