@@ -133,6 +133,15 @@ type Config struct {
 	// pooled connection of its own. Groups may override it.
 	SharedConnections int `mapstructure:"shared_connections"`
 
+	// Procs is how many threads run the proxy's Go code at once
+	// (GOMAXPROCS). 0, the default, is half the CPUs the process may use,
+	// at least 1, unless the GOMAXPROCS environment variable is set: the
+	// proxy is bound by system calls and wake-ups, not by computing, and
+	// on a host it shares with Redis or its clients, Go's idle threads
+	// spinning for work take CPU time from them (see the README's
+	// Benchmarks).
+	Procs int `mapstructure:"procs"`
+
 	// Groups are the master groups (Sentinel or Cluster), each served on
 	// its own listen address.
 	// At least one is required.

@@ -126,7 +126,7 @@ func TestLoad(t *testing.T) {
 			args: []string{"--listen=:6380", "--master-name=m", "--sentinels=[::1]:26379",
 				"--sentinel-username=su", "--sentinel-password=sp", "--backend-username=bu", "--backend-password=bp",
 				"--log-level=debug", "--log-format=json", "--dial-timeout=1s", "--hold-timeout=0s",
-				"--poll-interval=250ms", "--query-timeout=100ms", "--drain-timeout=1m", "--shared-connections=3"},
+				"--poll-interval=250ms", "--query-timeout=100ms", "--drain-timeout=1m", "--shared-connections=3", "--procs=2"},
 			want: Config{
 				Sentinels: []string{"[::1]:26379"}, SentinelUsername: "su", SentinelPassword: "sp",
 				BackendUsername: "bu", BackendPassword: "bp", LogLevel: "debug", LogFormat: "json",
@@ -137,7 +137,7 @@ func TestLoad(t *testing.T) {
 				TLSMinVersion: "1.2", CommandPolicy: "deny", MaxClients: 10000,
 				ProtoMaxBulkLen: 512 << 20, ClientQueryBufferLimit: 1 << 30,
 				PubSubOutputLimit: 32 << 20, HandshakeTimeout: 10 * time.Second,
-				SharedConnections: 3,
+				SharedConnections: 3, Procs: 2,
 			},
 		},
 		{

@@ -234,6 +234,7 @@ func newFlagSet() *pflag.FlagSet {
 	fs.Int64("proto-max-bulk-len", d.ProtoMaxBulkLen, "largest bulk argument a client may send, in `bytes`")
 	fs.Int64("client-query-buffer-limit", d.ClientQueryBufferLimit, "largest request (all its arguments) a client may send, in `bytes`")
 	fs.Int64("pubsub-output-limit", d.PubSubOutputLimit, "disconnect a subscriber that leaves this many `bytes` unread (0: off)")
+	fs.Int("procs", d.Procs, "threads running Go code at once, GOMAXPROCS (0: half the CPUs, at least 1, unless GOMAXPROCS is set)")
 	fs.Int("shared-connections", d.SharedConnections, "backend connections per connection state that carry every client's plain commands (0: no sharing)")
 	fs.Duration("idle-timeout", d.IdleTimeout, "close clients idle this long (0: never)")
 	fs.Duration("handshake-timeout", d.HandshakeTimeout, "time a new client has to send its first command (0: no limit)")

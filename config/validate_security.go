@@ -105,6 +105,9 @@ func (c Config) checkSecurity() []string {
 	if c.SharedConnections < 0 || c.SharedConnections > maxShared {
 		add("shared_connections: %d is not between 0 and %d", c.SharedConnections, maxShared)
 	}
+	if c.Procs < 0 || c.Procs > maxProcs {
+		add("procs: %d is not between 0 and %d", c.Procs, maxProcs)
+	}
 	for i, g := range c.Groups {
 		if g.Sharing != "" && g.Sharing != "on" && g.Sharing != "off" {
 			add("groups[%d] (%s).sharing: %q is not on, off or empty", i, g.Label(), g.Sharing)
@@ -148,6 +151,9 @@ func checkPolicy(prefix, policy string, allow, deny []string, inherit bool) []st
 	slices.Sort(p)
 	return p
 }
+
+// maxProcs bounds procs, as a sanity check.
+const maxProcs = 1024
 
 // maxShared bounds shared_connections: a few connections carry any load.
 const maxShared = 64

@@ -86,6 +86,8 @@ func TestValidateRejects(t *testing.T) {
 		{"zero poll", func(c *Config) { c.PollInterval = 0 }, "poll_interval: must be greater than 0"},
 		{"too many shared", func(c *Config) { c.SharedConnections = 65 }, "shared_connections: 65 is not between 0 and 64"},
 		{"negative shared", func(c *Config) { c.SharedConnections = -1 }, "shared_connections: -1 is not between 0 and 64"},
+		{"negative procs", func(c *Config) { c.Procs = -1 }, "procs: -1 is not between 0 and 1024"},
+		{"too many procs", func(c *Config) { c.Procs = 1025 }, "procs: 1025 is not between 0 and 1024"},
 		{"bad sharing", func(c *Config) { c.Groups[0].Sharing = "maybe" }, `groups[0] (mymaster).sharing: "maybe" is not on, off or empty`},
 		{"zero query", func(c *Config) { c.QueryTimeout = 0 }, "query_timeout: must be greater than 0"},
 		{"no groups", func(c *Config) { c.Groups = nil }, "groups: none given"},

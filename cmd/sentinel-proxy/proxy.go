@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -99,11 +100,16 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	if err := cfg.Validate(); err != nil {
 		return usageError{err}
 	}
+	procs := procsFor(cfg.Procs, getenv("GOMAXPROCS"), startProcs)
+	if procs > 0 {
+		setProcs(procs)
+	}
 	a, err := newApp(cfg, args, getenv, stderr)
 	if err != nil {
 		return err
 	}
 	defer a.log.Sync()
+	a.log.Info("threads running Go code", zap.Int("procs", runtime.GOMAXPROCS(0)), zap.Bool("from_GOMAXPROCS", procs == 0))
 	if ready != nil {
 		ready(a.groups)
 	}

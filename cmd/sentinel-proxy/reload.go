@@ -136,6 +136,9 @@ func restartOnly(old, cur config.Config) []string {
 	if old.SharedConnections != cur.SharedConnections {
 		out = append(out, "shared_connections")
 	}
+	if old.Procs != cur.Procs {
+		out = append(out, "procs")
+	}
 	return out
 }
 
