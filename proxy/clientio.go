@@ -58,6 +58,7 @@ type clientReader struct {
 	start int            // first unparsed byte
 	end   int            // end of the data read
 	cmds  []Command
+	args  [][]byte // the arena the Args of cmds come from (parseRequest)
 }
 
 func newClientReader(conn net.Conn, pool *bufPool, lim RequestLimits) *clientReader {
@@ -82,15 +83,25 @@ func (r *clientReader) setConn(conn net.Conn) {
 	}
 }
 
+// arenaKeep is the largest argument arena a reader keeps between batches
+// (4 times the one a batch starts with).
+const arenaKeep = 16 * arenaMaxArgs
+
 // next returns the next batch: every complete request already received, at
 // least one, at most max. The commands point into the reader's buffer and
-// stay valid until the following call.
+// their Args into the reader's arena, and stay valid until the following
+// call.
 func (r *clientReader) next(max int) ([]Command, error) {
 	r.cmds = r.cmds[:0]
+	if cap(r.args) > arenaKeep {
+		r.args = nil // a burst's arena is not kept
+	}
+	clear(r.args) // the last batch's arguments, which the buffer may outlive
+	r.args = r.args[:0]
 	for {
 		need := 0
 		for len(r.cmds) < max && r.start < r.end {
-			cmd, n, more, err := ParseRequest(r.buf[r.start:r.end], *r.lim)
+			cmd, n, more, err := parseRequest(r.buf[r.start:r.end], *r.lim, &r.args)
 			if err != nil {
 				return nil, err
 			}

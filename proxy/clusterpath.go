@@ -249,7 +249,8 @@ func (s *session) clusterForward(cmds []Command, infos []cmdInfo, depth int) err
 			s.srv.m.cmdProxyErr.Inc()
 			s.writeRaw(p.Reply)
 		case p.Kind == cluster.Scatter:
-			err = s.scatter(&p, depth)
+			sp := p // escapes: a copy, so that p itself stays on the stack
+			err = s.scatter(&sp, depth)
 		}
 		if err != nil {
 			return err

@@ -112,6 +112,19 @@ const minArgSize = 6
 // split into reads; here a line is too long exactly when its end is not
 // within its first MaxInline+1 bytes.
 func ParseRequest(buf []byte, lim RequestLimits) (cmd Command, n int, need int, err error) {
+	return parseRequest(buf, lim, nil)
+}
+
+// arenaMaxArgs is the most arguments a command may have to take its Args
+// from a reader's arena; a longer one gets a slice of its own.
+const arenaMaxArgs = 64
+
+// parseRequest is ParseRequest. When arena is not nil, the Args of a
+// multibulk command of at most arenaMaxArgs arguments are appended to
+// *arena instead of allocated: a reader parsing a pipeline allocates
+// nothing per command. A full arena is replaced by a larger one; the
+// commands already parsed keep the old one.
+func parseRequest(buf []byte, lim RequestLimits, arena *[][]byte) (cmd Command, n int, need int, err error) {
 	if len(buf) == 0 {
 		return Command{}, 0, 1, nil
 	}
@@ -127,7 +140,17 @@ func ParseRequest(buf []byte, lim RequestLimits) (cmd Command, n int, need int, 
 	if n == 0 || count <= 0 {
 		return Command{}, n, need, err
 	}
-	args := make([][]byte, count)
+	var args [][]byte
+	if arena != nil && count <= arenaMaxArgs {
+		a, k := *arena, int(count)
+		if len(a)+k > cap(a) {
+			a = make([][]byte, 0, max(2*cap(a), 4*arenaMaxArgs))
+		}
+		args = a[len(a) : len(a)+k : len(a)+k]
+		*arena = a[:len(a)+k]
+	} else {
+		args = make([][]byte, count)
+	}
 	if count <= int64(len(small)) {
 		copy(args, small[:count])
 	} else {

@@ -269,7 +269,7 @@ func (s *session) serve() {
 // park hands the idle session to the parker, dropping what an idle session
 // need not keep. It reports whether the parker took it.
 func (s *session) park() bool {
-	s.rd.cmds, s.shared = nil, nil
+	s.rd.cmds, s.rd.args, s.shared = nil, nil, nil
 	if sc := s.batchScratch; sc != nil {
 		s.batchScratch = nil
 		*sc = batchScratch{}
