@@ -85,7 +85,7 @@ func (r *clientReader) setConn(conn net.Conn) {
 
 // arenaKeep is the largest argument arena a reader keeps between batches
 // (4 times the one a batch starts with).
-const arenaKeep = 16 * arenaMaxArgs
+const arenaKeep = 4 * arenaMaxArgs
 
 // next returns the next batch: every complete request already received, at
 // least one, at most max. The commands point into the reader's buffer and

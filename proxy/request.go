@@ -144,7 +144,7 @@ func parseRequest(buf []byte, lim RequestLimits, arena *[][]byte) (cmd Command, 
 	if arena != nil && count <= arenaMaxArgs {
 		a, k := *arena, int(count)
 		if len(a)+k > cap(a) {
-			a = make([][]byte, 0, max(2*cap(a), 4*arenaMaxArgs))
+			a = make([][]byte, 0, max(2*cap(a), arenaMaxArgs))
 		}
 		args = a[len(a) : len(a)+k : len(a)+k]
 		*arena = a[:len(a)+k]
