@@ -378,6 +378,12 @@ log "requests per test: $N_P1 at -P 1, $N_P16 at -P 16"
 
 # cpu_ticks PID: user + system CPU time of PID, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# redis_ticks PID...: CPU time of the Redis processes behind a target.
+redis_ticks() {
+	local p n=0
+	for p; do n=$((n + $(cpu_ticks "$p"))); done
+	echo "$n"
+}
 # syscalls PID: read and write syscalls of PID so far (/proc/PID/io).
 syscalls() { awk '/^sys[cr]w?:/ {n += $2} END {print n + 0}' "/proc/$1/io" 2>/dev/null || echo 0; }
 HZ=$(getconf CLK_TCK)
@@ -406,16 +412,18 @@ for ((r = 1; r <= ROUNDS; r++)); do
 			((p == 16)) && n=$N_P16
 			log "round $r/$ROUNDS: $t -c $c -P $p -n $n"
 			out=$WORK/rb-$t-c$c-P$p-r$r.csv
-			t0=$(cpu_ticks "$pid") s0=$(syscalls "$pid")
+			# The Redis process(es) behind t: what a proxy saves or costs Redis.
+			if [[ $t == cluster-* ]]; then rpids=("${CPIDS[@]}"); else rpids=("$MASTER_PID"); fi
+			t0=$(cpu_ticks "$pid") s0=$(syscalls "$pid") r0=$(redis_ticks "${rpids[@]}")
 			# shellcheck disable=SC2086 # ARGS are split on purpose
 			if ! timeout 300 redis-benchmark -h 127.0.0.1 -p "${PORT[$t]}" -c "$c" -n "$n" -P "$p" \
 				-t set,get ${ARGS[$t]:-} --csv >"$out" 2>"$out.err"; then
 				log "redis-benchmark against $t failed: $(tail -n 3 "$out.err" | tr '\n' ' ')"
 			fi
-			t1=$(cpu_ticks "$pid") s1=$(syscalls "$pid")
+			t1=$(cpu_ticks "$pid") s1=$(syscalls "$pid") r1=$(redis_ticks "${rpids[@]}")
 			# SET and GET: 2n requests.
-			awk -v t="$t" -v c="$c" -v p="$p" -v r="$r" -v n="$n" -v hz="$HZ" -v dt=$((t1 - t0)) -v ds=$((s1 - s0)) \
-				'BEGIN {printf "%s\t%s\t%s\t%s\t%.1f\t%.2f\n", t, c, p, r, dt / hz * 1e6 / (2 * n), ds / (2 * n)}' >>"$COSTS"
+			awk -v t="$t" -v c="$c" -v p="$p" -v r="$r" -v n="$n" -v hz="$HZ" -v dt=$((t1 - t0)) -v ds=$((s1 - s0)) -v dr=$((r1 - r0)) \
+				'BEGIN {printf "%s\t%s\t%s\t%s\t%.1f\t%.2f\t%.1f\n", t, c, p, r, dt / hz * 1e6 / (2 * n), ds / (2 * n), dr / hz * 1e6 / (2 * n)}' >>"$COSTS"
 			tr -d '"' <"$out" | awk -F, -v t="$t" -v c="$c" -v p="$p" -v r="$r" \
 				'$1 == "SET" || $1 == "GET" {print t "\t" $1 "\t" c ":" p "\t" r "\t" $2 "\t" $7}' >>"$RESULTS"
 		done
@@ -470,17 +478,18 @@ done
 
 echo
 echo "Cost per request of each target's own process (SET and GET runs together; medians over the rounds):"
-echo "CPU from /proc/PID/stat (user + system), syscalls = read and write family from /proc/PID/io"
-printf '%-14s %9s %16s %18s\n' target "clients:P" "CPU us/request" "syscalls/request"
+echo "CPU from /proc/PID/stat (user + system), syscalls = read and write family from /proc/PID/io;"
+echo "Redis CPU: the Redis process behind the target over the same runs (for cluster-*, all 3 nodes)"
+printf '%-14s %9s %16s %18s %16s\n' target "clients:P" "CPU us/request" "syscalls/request" "Redis CPU us/req"
 for cfg in $CONFIGS; do
 	for t in $TARGETS; do
 		awk -F'\t' -v t="$t" -v cfg="$cfg" '
-			$1 == t && $2 ":" $3 == cfg {u[n + 0] = $5; s[n++] = $6}
+			$1 == t && $2 ":" $3 == cfg {u[n + 0] = $5; s[n] = $6; rc[n++] = $7}
 			function median(a, k,   i, j, x) {
 				for (i = 1; i < k; i++) for (j = i; j > 0 && a[j-1] > a[j]; j--) {x = a[j]; a[j] = a[j-1]; a[j-1] = x}
 				return k % 2 ? a[(k-1)/2] : (a[k/2-1] + a[k/2]) / 2
 			}
-			END {if (n) printf "%-14s %9s %16.1f %18.2f\n", t, cfg, median(u, n), median(s, n)}' "$COSTS"
+			END {if (n) printf "%-14s %9s %16.1f %18.2f %16.1f\n", t, cfg, median(u, n), median(s, n), median(rc, n)}' "$COSTS"
 	done
 done
 

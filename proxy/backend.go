@@ -86,7 +86,7 @@ func (b *backend) close() {
 			// master and would be dropped by the reset anyway.
 			nc = tc.NetConn()
 		}
-		if tc, ok := nc.(*net.TCPConn); ok {
+		if tc, ok := nc.(interface{ SetLinger(int) error }); ok {
 			tc.SetLinger(0)
 		}
 		nc.Close()
@@ -116,6 +116,7 @@ func (srv *Server) dialBackend(ctx context.Context, addr string, st connState, n
 		tc.SetKeepAlive(true)
 		tc.SetKeepAlivePeriod(15 * time.Second)
 	}
+	raw = newFastConn(raw) // see rawio.go
 	nc := raw
 	raw.SetDeadline(deadline)
 	if srv.opts.BackendTLS != nil {

@@ -172,15 +172,10 @@ func (r *clientReader) fill(need int) error {
 		return err
 	}
 	var n int
-	var rerr error
+	var rerr syscall.Errno
 	err := r.raw.Read(func(fd uintptr) bool {
 		r.acquire()
-		for {
-			n, rerr = syscall.Read(int(fd), r.buf[r.end:])
-			if rerr != syscall.EINTR {
-				break
-			}
-		}
+		n, rerr = rawRead(fd, r.buf[r.end:])
 		if rerr == syscall.EAGAIN {
 			if r.end == 0 {
 				r.release() // idle: wait for the socket without a buffer
@@ -192,7 +187,7 @@ func (r *clientReader) fill(need int) error {
 	switch {
 	case err != nil:
 		return err
-	case rerr != nil:
+	case rerr != 0:
 		return rerr
 	case n <= 0:
 		return io.EOF

@@ -135,12 +135,13 @@ func TestRetryAfterRefusalThenLoss(t *testing.T) {
 // other client go on, and the panic is counted.
 func TestPanicClosesOnlyItsClient(t *testing.T) {
 	r := startRedis(t)
-	srv, paddr := startProxy(t, newFakeSource(r), func(o *Options) {})
-	srv.onBatch = func(cmds []Command) {
-		if strings.EqualFold(string(cmds[0].Args[0]), "boom") {
-			panic("test panic")
+	srv, paddr := startProxyHooked(t, newFakeSource(r), nil, func(srv *Server) {
+		srv.onBatch = func(cmds []Command) {
+			if strings.EqualFold(string(cmds[0].Args[0]), "boom") {
+				panic("test panic")
+			}
 		}
-	}
+	})
 	other := dialRedis(t, paddr)
 	if got := other.do("SET", "k", "v"); got != "+OK\r\n" {
 		t.Fatalf("SET = %q", got)

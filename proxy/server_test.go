@@ -66,6 +66,14 @@ func (f *fakeSource) set(addr string) {
 // startProxy serves a proxy in front of src until the test ends.
 func startProxy(t *testing.T, src MasterSource, mod func(*Options)) (*Server, string) {
 	t.Helper()
+	return startProxyHooked(t, src, mod, nil)
+}
+
+// startProxyHooked is startProxy with hook run on the server before it
+// serves (to set its test hooks: the proxy's own socket I/O is no
+// synchronization the race detector sees, see rawio.go).
+func startProxyHooked(t *testing.T, src MasterSource, mod func(*Options), hook func(*Server)) (*Server, string) {
+	t.Helper()
 	// The differential tests use DEBUG PROTOCOL and MONITOR.
 	policy, err := NewPolicy("test", "deny", []string{"debug|protocol", "monitor"}, nil)
 	if err != nil {
@@ -78,6 +86,9 @@ func startProxy(t *testing.T, src MasterSource, mod func(*Options)) (*Server, st
 	srv, err := NewServer(opts, nil)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if hook != nil {
+		hook(srv)
 	}
 	addr, stop := serve(t, srv)
 	t.Cleanup(func() {

@@ -50,7 +50,10 @@ func (s *session) watchClient(b *backend) func() {
 func (s *session) out() *bufio.Writer {
 	if s.w == nil {
 		s.w = s.srv.bufs.write.Get().(*bufio.Writer)
-		s.w.Reset(s.conn)
+		if s.fw.conn != s.conn { // a new session, or parked and resumed
+			s.fw.reset(s.conn)
+		}
+		s.w.Reset(&s.fw)
 	}
 	return s.w
 }
