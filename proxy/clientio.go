@@ -59,6 +59,8 @@ type clientReader struct {
 	end   int            // end of the data read
 	cmds  []Command
 	args  [][]byte // the arena the Args of cmds come from (parseRequest)
+
+	out fastWriter // the session's replies go out through it (session.out)
 }
 
 func newClientReader(conn net.Conn, pool *bufPool, lim RequestLimits) *clientReader {
@@ -81,6 +83,7 @@ func (r *clientReader) setConn(conn net.Conn) {
 			r.raw = raw
 		}
 	}
+	r.out = makeFastWriter(conn, r.raw)
 }
 
 // arenaKeep is the largest argument arena a reader keeps between batches

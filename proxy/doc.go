@@ -27,6 +27,11 @@
 // stack is logged once, sentinel_proxy_session_panics_total counts it, and
 // only that client is closed.
 //
+// Socket reads and writes on clients' and backend connections are raw
+// system calls (rawio.go): the sockets are non-blocking, so the scheduler
+// need not be told a call might block; readiness and deadlines stay Go's
+// poller's.
+//
 // The listener is the proxy's own rather than redcon's Server: redcon's
 // reader rejects "*0" (Redis ignores it), grows its buffer without bound and
 // keeps 8 KiB of buffers per idle connection, which a proxy in front of PHP

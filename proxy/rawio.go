@@ -24,14 +24,13 @@ type fastWriter struct {
 	raw  syscall.RawConn // nil: use conn.Write
 }
 
-// reset makes w write to conn.
-func (w *fastWriter) reset(conn net.Conn) {
-	w.conn, w.raw = conn, nil
-	if tc, ok := conn.(*net.TCPConn); ok {
-		if raw, err := tc.SyscallConn(); err == nil {
-			w.raw = raw
-		}
+// makeFastWriter returns a writer to conn; raw is conn's descriptor
+// access (nil if none), used when conn is a TCP connection.
+func makeFastWriter(conn net.Conn, raw syscall.RawConn) fastWriter {
+	if _, ok := conn.(*net.TCPConn); !ok {
+		raw = nil
 	}
+	return fastWriter{conn: conn, raw: raw}
 }
 
 func (w *fastWriter) Write(p []byte) (int, error) {

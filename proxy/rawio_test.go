@@ -111,8 +111,7 @@ func TestFastConnDeadlinesAndClose(t *testing.T) {
 // connections that are not TCP.
 func TestFastWriter(t *testing.T) {
 	a, b := tcpPair(t)
-	var w fastWriter
-	w.reset(a)
+	w := makeFastWriter(a, rawConnOf(a))
 	if w.raw == nil {
 		t.Fatal("fastWriter over TCP has no raw access")
 	}
@@ -138,7 +137,7 @@ func TestFastWriter(t *testing.T) {
 	p1, p2 := net.Pipe()
 	defer p1.Close()
 	defer p2.Close()
-	w.reset(p1)
+	w = makeFastWriter(p1, rawConnOf(p1))
 	if w.raw != nil {
 		t.Fatal("fastWriter over a pipe uses raw access")
 	}

@@ -25,7 +25,6 @@ type session struct {
 	rd   *clientReader
 
 	w   *bufio.Writer // client output; from the pool while a batch runs
-	fw  fastWriter    // what w writes to: conn
 	wmu sync.Mutex    // guards w once the session is full duplex
 
 	state connState

@@ -50,10 +50,11 @@ func (s *session) watchClient(b *backend) func() {
 func (s *session) out() *bufio.Writer {
 	if s.w == nil {
 		s.w = s.srv.bufs.write.Get().(*bufio.Writer)
-		if s.fw.conn != s.conn { // a new session, or parked and resumed
-			s.fw.reset(s.conn)
+		if s.rd != nil {
+			s.w.Reset(&s.rd.out)
+		} else {
+			s.w.Reset(s.conn) // detached by the parker
 		}
-		s.w.Reset(&s.fw)
 	}
 	return s.w
 }
