@@ -17,6 +17,11 @@ import (
 // Go's: a call that finds nothing to read or no room to write parks the
 // goroutine on the poller as net.Conn does, and deadlines apply.
 
+// rawIOMax is the largest read or write done without the scheduler's
+// bookkeeping: copying more takes long enough that the thread had better be
+// free to run other goroutines meanwhile.
+const rawIOMax = 64 << 10
+
 // fastWriter writes to a connection: with raw system calls when it is a
 // TCP connection, else through its own Write (TLS, Unix sockets, tests).
 type fastWriter struct {

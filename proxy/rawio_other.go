@@ -9,25 +9,18 @@ import (
 
 // rawRead reads from the non-blocking socket fd (EINTR retried).
 func rawRead(fd uintptr, p []byte) (int, syscall.Errno) {
-	for {
-		n, err := syscall.Read(int(fd), p)
-		var e syscall.Errno
-		if err != nil && !errors.As(err, &e) {
-			e = syscall.EIO
-		}
-		if e != syscall.EINTR {
-			if e != 0 {
-				return 0, e
-			}
-			return n, 0
-		}
-	}
+	return retryIO(syscall.Read, fd, p)
 }
 
 // rawWrite writes to the non-blocking socket fd (EINTR retried).
 func rawWrite(fd uintptr, p []byte) (int, syscall.Errno) {
+	return retryIO(syscall.Write, fd, p)
+}
+
+// retryIO calls op on fd with p until it is not interrupted.
+func retryIO(op func(int, []byte) (int, error), fd uintptr, p []byte) (int, syscall.Errno) {
 	for {
-		n, err := syscall.Write(int(fd), p)
+		n, err := op(int(fd), p)
 		var e syscall.Errno
 		if err != nil && !errors.As(err, &e) {
 			e = syscall.EIO
