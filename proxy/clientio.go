@@ -61,7 +61,25 @@ type clientReader struct {
 	args  [][]byte // the arena the Args of cmds come from (parseRequest)
 
 	out fastWriter // the session's replies go out through it (session.out)
+
+	// A TCP connection's requests are read inside raw reads of its socket
+	// (session.serveRaw): fd is its descriptor access then (else nil).
+	// Within one, sysfd is the descriptor and mayRead allows the one read
+	// of each readiness; drained records that the last read left the
+	// socket empty, so that the loop may wait without reading.
+	fd      syscall.RawConn
+	sysfd   uintptr
+	mayRead bool
+	drained bool
 }
+
+// What fill reports, inside a raw read, instead of reading: wait for the
+// socket to be ready (it was drained), or start a new raw read (the last
+// read filled the buffer, so the socket may hold more).
+var (
+	errWaitClient = errors.New("wait for the client")
+	errReadAgain  = errors.New("read the client again")
+)
 
 func newClientReader(conn net.Conn, pool *bufPool, lim RequestLimits) *clientReader {
 	return newClientReaderLim(conn, pool, pool.limits(lim.withDefaults()))
@@ -84,6 +102,7 @@ func (r *clientReader) setConn(conn net.Conn) {
 		}
 	}
 	r.out = makeFastWriter(conn, r.raw)
+	r.fd = r.out.raw
 }
 
 // arenaKeep is the largest argument arena a reader keeps between batches
@@ -135,6 +154,16 @@ func (r *clientReader) buffered() bool { return r.start < r.end }
 // fill reads more data. need is the size the pending request is known to
 // reach (0 when unknown).
 func (r *clientReader) fill(need int) error {
+	if r.fd != nil && !r.mayRead {
+		if !r.drained {
+			return errReadAgain
+		}
+		if r.start == r.end {
+			r.start, r.end = 0, 0
+			r.release() // idle: wait for the socket without a buffer
+		}
+		return errWaitClient
+	}
 	pending := r.end - r.start
 	switch {
 	case pending == 0:
@@ -164,6 +193,9 @@ func (r *clientReader) fill(need int) error {
 		// Full, but the request fits once the buffer is compacted.
 		copy(r.buf, r.buf[r.start:r.end])
 		r.start, r.end = 0, pending
+	}
+	if r.fd != nil {
+		return r.fillRaw()
 	}
 	if r.raw == nil {
 		r.acquire()
@@ -199,6 +231,30 @@ func (r *clientReader) fill(need int) error {
 	return nil
 }
 
+// fillRaw makes the one read of a readiness inside a raw read (see the
+// fields fd to drained).
+func (r *clientReader) fillRaw() error {
+	r.mayRead = false
+	r.acquire()
+	room := len(r.buf) - r.end
+	n, e := rawRead(r.sysfd, r.buf[r.end:])
+	switch {
+	case e == syscall.EAGAIN:
+		r.drained = true
+		if r.end == 0 {
+			r.release()
+		}
+		return errWaitClient
+	case e != 0:
+		return e
+	case n == 0:
+		return io.EOF
+	}
+	r.end += n
+	r.drained = n < room
+	return nil
+}
+
 // acquire makes sure r.buf is usable.
 func (r *clientReader) acquire() {
 	if r.buf == nil {
@@ -223,6 +279,23 @@ func (r *clientReader) idle() {
 		r.start, r.end = 0, 0
 		r.release()
 	}
+}
+
+// hangUp closes a client connection from outside its session. A session
+// holds its TCP socket's read lock while it runs a batch (session.serveRaw)
+// and Close waits for that lock: the socket is shut down at once, so that
+// the client and the session see the end now, and closed on a goroutine of
+// its own.
+func hangUp(conn net.Conn) {
+	tc, ok := conn.(*net.TCPConn)
+	if !ok {
+		conn.Close()
+		return
+	}
+	if raw, err := tc.SyscallConn(); err == nil {
+		raw.Control(func(fd uintptr) { syscall.Shutdown(int(fd), syscall.SHUT_RDWR) })
+	}
+	go tc.Close()
 }
 
 // rawConnOf returns the descriptor access of conn (of the TCP connection

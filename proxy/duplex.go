@@ -179,7 +179,7 @@ func (s *session) startDuplex(cmd Command) error {
 			s.srv.m.disconnects.WithLabelValues(reasonOutputLimit).Inc()
 			s.srv.log.Info("client output limit reached: disconnecting a subscriber that does not read",
 				zap.String("group", s.srv.opts.Name), zap.String("client", s.conn.RemoteAddr().String()), zap.Int64("limit", limit))
-			s.conn.Close()
+			hangUp(s.conn)
 		})
 		w.Reset(q)
 	}

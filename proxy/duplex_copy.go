@@ -144,7 +144,7 @@ func (d *duplex) end(b *backend) {
 	if d.q != nil {
 		d.q.close()
 	}
-	d.s.conn.Close()
+	hangUp(d.s.conn)
 }
 
 // frameRole is what a frame from the server is to the FIFO.

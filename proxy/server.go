@@ -335,7 +335,7 @@ func (s *Server) drain() {
 		case <-deadline.C:
 			s.mu.Lock()
 			for sess := range s.sessions {
-				sess.conn.Close()
+				hangUp(sess.conn)
 			}
 			s.mu.Unlock()
 			s.pool.close() // unblocks sessions waiting on a backend

@@ -3,7 +3,6 @@ package proxy
 import (
 	"bufio"
 	"errors"
-	"io"
 	"net"
 	"runtime/debug"
 	"sync"
@@ -160,111 +159,6 @@ const idleSwept = -1
 // drainQuiet is how long a draining session waits for more of a pipeline
 // before it closes.
 const drainQuiet = 100 * time.Millisecond
-
-// serve runs the session until the client leaves, the server drains, or the
-// session is parked (it then runs again, on a new goroutine, when the client
-// sends its next command).
-func (s *session) serve() {
-	defer s.recoverPanic()
-	for {
-		draining := s.srv.draining.Load()
-		quiet := false // waiting drainQuiet for more of a pipeline
-		if draining && !s.rd.buffered() {
-			// Shutting down: answer what the client already sent (a
-			// pipeline in flight, which may still be arriving), then
-			// close once it has been quiet for drainQuiet.
-			if s.duplex != nil {
-				s.end()
-				return
-			}
-			if hasInput(s.conn) {
-				s.conn.SetReadDeadline(time.Time{})
-			} else {
-				s.conn.SetReadDeadline(time.Now().Add(drainQuiet))
-				quiet = true
-			}
-		}
-		idle := s.duplex == nil && !s.rd.buffered() && !draining
-		if idle {
-			s.idleSince.Store(time.Now().UnixNano())
-		}
-		cmds, err := s.rd.next(s.srv.opts.MaxBatch)
-		if idle && s.idleSince.Swap(0) == idleSwept && err == nil {
-			// The sweep ended the wait just as a command arrived. It
-			// sets its deadline under the server's lock: once that is
-			// free the deadline is set, and clearing it now keeps it
-			// from failing a later read.
-			s.srv.mu.Lock()
-			//lint:ignore SA2001 the empty critical section waits for the sweep
-			s.srv.mu.Unlock()
-			s.conn.SetReadDeadline(time.Time{})
-		}
-		if err == nil {
-			if s.batchScratch == nil {
-				s.batchScratch = scratchPool.Get().(*batchScratch)
-			}
-			s.busy.Store(true)
-			s.started.Store(true)
-			if s.srv.onBatch != nil {
-				s.srv.onBatch(cmds)
-			}
-		}
-		if err != nil {
-			if isTimeout(err) && !s.srv.draining.Load() {
-				// Outside a drain only the server's sweep sets a read
-				// deadline: it ends an idle wait (parkAfter passed) so
-				// that the session parks. Should it land on a session
-				// that has meanwhile started reading a request, that
-				// request is read on without a deadline.
-				s.conn.SetReadDeadline(time.Time{})
-				if idle && !s.rd.buffered() && s.park() {
-					return
-				}
-				continue
-			}
-			if isTimeout(err) && !quiet && s.srv.draining.Load() && !s.killed.Load() {
-				// The drain ended the wait for a next command: see
-				// whether the client sent one meanwhile.
-				s.conn.SetReadDeadline(time.Time{})
-				continue
-			}
-			var perr *RequestError
-			if errors.As(err, &perr) {
-				reason := reasonProtocol
-				if errors.Is(err, errQueryLimit) {
-					reason = reasonRequestTooBig
-				}
-				s.srv.m.disconnects.WithLabelValues(reason).Inc()
-				s.writeError("ERR " + perr.Error())
-				s.flush()
-			} else if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !isTimeout(err) {
-				s.srv.log.Debug("client read failed", zap.String("client", s.conn.RemoteAddr().String()), zap.Error(err))
-			}
-			s.end()
-			return
-		}
-		if s.duplex != nil {
-			err = s.duplex.forward(cmds)
-		} else {
-			err = s.exec(cmds)
-		}
-		if ferr := s.flush(); err == nil {
-			err = ferr
-		}
-		s.lastActive.Store(time.Now().UnixNano())
-		s.busy.Store(false)
-		if err != nil {
-			s.end()
-			return
-		}
-		s.rd.idle()
-		if cap(s.rw.part) > 1<<10 {
-			// A large reply kept whole is not worth holding on to
-			// between batches (sessions that never park, under TLS).
-			s.rw.part = nil
-		}
-	}
-}
 
 // park hands the idle session to the parker, dropping what an idle session
 // need not keep. It reports whether the parker took it.

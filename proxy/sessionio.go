@@ -17,7 +17,9 @@ func (s *session) watchClient(b *backend) func() {
 	done, stop := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
-		if !s.rd.buffered() && peekClosed(s.conn, true) {
+		// Inside a raw read (serveRaw) the session holds the socket's
+		// read lock: the TCP state tells a hang-up then.
+		if s.rd.fd == nil && !s.rd.buffered() && peekClosed(s.conn, true) {
 			b.close()
 			return
 		}

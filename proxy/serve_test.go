@@ -1,0 +1,128 @@
+package proxy
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestRawReadWaitsWithoutEmptyRead checks the reader inside one raw read
+// (session.serveRaw): after a read that drained the socket it asks to wait
+// without reading again, even when the client has sent more meanwhile, and
+// the wait then ends for what the client sent; after a read that filled its
+// buffer it asks for a new raw read instead of waiting.
+func TestRawReadWaitsWithoutEmptyRead(t *testing.T) {
+	cc, sc := tcpPair(t)
+	rd := newClientReader(sc, newBufPool(), RequestLimits{})
+	if rd.fd == nil {
+		t.Fatal("a TCP connection is not read inside raw reads")
+	}
+	write := func(s string) {
+		t.Helper()
+		if _, err := cc.Write([]byte(s)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("PING\r\n")
+	calls := 0
+	var got []string
+	var failed error
+	err := rd.fd.Read(func(fd uintptr) bool {
+		calls++
+		rd.sysfd, rd.mayRead = fd, true
+		for {
+			cmds, err := rd.next(16)
+			switch {
+			case errors.Is(err, errWaitClient):
+				if calls == 1 {
+					// The socket was drained: no read is made, so the
+					// ECHO sent now is not seen until the wait ends.
+					write("ECHO a\r\n")
+					time.Sleep(20 * time.Millisecond)
+				}
+				return false
+			case err != nil:
+				failed = err
+				return true
+			}
+			for _, c := range cmds {
+				got = append(got, string(c.Args[0]))
+			}
+			if len(got) == 2 {
+				return true
+			}
+		}
+	})
+	if err != nil || failed != nil {
+		t.Fatal(err, failed)
+	}
+	if calls != 2 || strings.Join(got, " ") != "PING ECHO" {
+		t.Fatalf("calls %d, commands %q; want 2 calls, PING then ECHO", calls, got)
+	}
+
+	// More than the buffer holds, at once: the first read fills it.
+	const n = 2 * readBufSize / len("PING\r\n")
+	write(strings.Repeat("PING\r\n", n))
+	time.Sleep(20 * time.Millisecond)
+	count, again := 0, 0
+	for count < n {
+		err := rd.fd.Read(func(fd uintptr) bool {
+			rd.sysfd, rd.mayRead = fd, true
+			for {
+				cmds, err := rd.next(16)
+				switch {
+				case errors.Is(err, errReadAgain):
+					again++
+					return true
+				case errors.Is(err, errWaitClient):
+					return count == n
+				case err != nil:
+					failed = err
+					return true
+				}
+				count += len(cmds)
+			}
+		})
+		if err != nil || failed != nil {
+			t.Fatal(err, failed)
+		}
+	}
+	if count != n || again == 0 {
+		t.Fatalf("%d of %d commands, %d new raw reads; want all, after at least one", count, n, again)
+	}
+}
+
+// TestDrainEndsBlockedClient checks that a drain past its timeout closes a
+// client blocked in a command. Its session holds the socket's read lock
+// while the command runs, and closing the connection outright would wait for
+// the command forever (hangUp).
+func TestDrainEndsBlockedClient(t *testing.T) {
+	r := startRedis(t)
+	srv, err := NewServer(Options{Name: "drain", Source: newFakeSource(r), DrainTimeout: 500 * time.Millisecond}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, stop := serve(t, srv)
+	c := dialRedis(t, addr)
+	c.send(string(appendCommand(nil, "BLPOP", "never", "0")))
+	p := dialRedis(t, r)
+	waitFor(t, func() bool { return strings.Contains(p.do("INFO", "clients"), "blocked_clients:1") })
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { done <- stop() }()
+	if got := c.reply(); got != "EOF" {
+		t.Fatalf("blocked client got %q, want EOF", got)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the drain did not end")
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("drain took %v", d)
+	}
+}
