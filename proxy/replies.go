@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.uber.org/zap"
 )
@@ -183,7 +184,7 @@ func (s *session) reply(b *backend, cmd Command, info cmdInfo) error {
 		if fenced {
 			s.writeError(mayHaveRun(info))
 		}
-		s.srv.m.countReply(info, f.IsError(), s.batchStart)
+		s.srv.m.countReply(info, f.IsError(), time.Since(s.batchStart).Seconds())
 		if f.IsError() {
 			s.noteError(b, f.ErrorText())
 			if info.kind == kindExec || info.kind == kindDiscard {

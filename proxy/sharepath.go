@@ -111,6 +111,7 @@ func (s *session) sharedReplies(c *sharedConn, r *shareReq, cmds []Command, info
 	if len(r.out) > shareMaxReply {
 		s.noShare = true
 	}
+	a.latency = time.Since(s.batchStart).Seconds() // the replies came together
 	prev := 0
 	for i := range r.replies() {
 		a.reply(i, r.out[prev:r.stops[i]], r.out[r.starts[i]:r.stops[i]], r.types[i])
@@ -125,8 +126,9 @@ type shareAnswer struct {
 	s       *session
 	b       *backend
 	infos   []cmdInfo
-	fenced  bool // see fencedWrite: replies are answered "may have run"
-	refused bool // a reply said the node is not a writable master: the rest is sent again
+	fenced  bool    // see fencedWrite: replies are answered "may have run"
+	refused bool    // a reply said the node is not a writable master: the rest is sent again
+	latency float64 // of every reply, when they came together (else 0: each its own)
 }
 
 func (s *session) newShareAnswer(b *backend, infos []cmdInfo) shareAnswer {
@@ -156,7 +158,11 @@ func (a *shareAnswer) reply(i int, unit, frame []byte, typ byte) {
 		s.pending = append(s.pending, pendingReply{idx: i, held: held})
 		return
 	}
-	s.srv.m.countReply(a.infos[i], isErr, s.batchStart)
+	lat := a.latency
+	if lat == 0 {
+		lat = time.Since(s.batchStart).Seconds()
+	}
+	s.srv.m.countReply(a.infos[i], isErr, lat)
 	switch {
 	case isErr:
 		if frame != nil {
