@@ -385,7 +385,7 @@ redis_ticks() {
 	echo "$n"
 }
 # syscalls PID: read and write syscalls of PID so far (/proc/PID/io).
-syscalls() { awk '/^sys[cr]w?:/ {n += $2} END {print n + 0}' "/proc/$1/io" 2>/dev/null || echo 0; }
+syscalls() { awk '/^sysc[rw]:/ {n += $2} END {print n + 0}' "/proc/$1/io" 2>/dev/null || echo 0; }
 HZ=$(getconf CLK_TCK)
 
 # The runs, as clients:pipeline; each config is a column group of the table.

@@ -30,7 +30,9 @@
 // Socket reads and writes on clients' and backend connections are raw
 // system calls (rawio.go): the sockets are non-blocking, so the scheduler
 // need not be told a call might block; readiness and deadlines stay Go's
-// poller's.
+// poller's. A TCP client's session loop runs inside one raw read of its
+// socket (serve.go), so that it waits for the next request without first
+// trying a read that finds nothing.
 //
 // The listener is the proxy's own rather than redcon's Server: redcon's
 // reader rejects "*0" (Redis ignores it), grows its buffer without bound and
