@@ -65,12 +65,15 @@ type clientReader struct {
 	// A TCP connection's requests are read inside raw reads of its socket
 	// (session.serveRaw): fd is its descriptor access then (else nil).
 	// Within one, sysfd is the descriptor and mayRead allows the one read
-	// of each readiness; drained records that the last read left the
-	// socket empty, so that the loop may wait without reading.
-	fd      syscall.RawConn
-	sysfd   uintptr
-	mayRead bool
-	drained bool
+	// of each readiness; drained records that the last read left no data
+	// in the socket, and idleWait that the session waits for its client's
+	// next command with nothing buffered: then the loop may wait without
+	// reading again (see session.serveRaw for why both).
+	fd       syscall.RawConn
+	sysfd    uintptr
+	mayRead  bool
+	drained  bool
+	idleWait bool
 }
 
 // What fill reports, inside a raw read, instead of reading: wait for the
@@ -155,13 +158,11 @@ func (r *clientReader) buffered() bool { return r.start < r.end }
 // reach (0 when unknown).
 func (r *clientReader) fill(need int) error {
 	if r.fd != nil && !r.mayRead {
-		if !r.drained {
+		if !r.drained || !r.idleWait || r.start != r.end {
 			return errReadAgain
 		}
-		if r.start == r.end {
-			r.start, r.end = 0, 0
-			r.release() // idle: wait for the socket without a buffer
-		}
+		r.start, r.end = 0, 0
+		r.release() // idle: wait for the socket without a buffer
 		return errWaitClient
 	}
 	pending := r.end - r.start

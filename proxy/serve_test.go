@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"errors"
+	"io"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -24,6 +26,7 @@ func TestRawReadWaitsWithoutEmptyRead(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	rd.idleWait = true // as session.serveRaw sets it for a client between commands
 	write("PING\r\n")
 	calls := 0
 	var got []string
@@ -90,6 +93,61 @@ func TestRawReadWaitsWithoutEmptyRead(t *testing.T) {
 	}
 	if count != n || again == 0 {
 		t.Fatalf("%d of %d commands, %d new raw reads; want all, after at least one", count, n, again)
+	}
+
+	// Part of a request, then the client's FIN: a short read, but with a
+	// request pending the reader reads again rather than wait (the FIN
+	// makes no further readiness), and sees the end.
+	write("*1\r\n$4\r\nPI")
+	cc.(*net.TCPConn).CloseWrite()
+	time.Sleep(20 * time.Millisecond)
+	sc.SetReadDeadline(time.Now().Add(2 * time.Second)) // a wait here would be for nothing
+	var last error
+	for range 3 {
+		err := rd.fd.Read(func(fd uintptr) bool {
+			rd.sysfd, rd.mayRead = fd, true
+			_, last = rd.next(16)
+			return !errors.Is(last, errWaitClient)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !errors.Is(last, errReadAgain) {
+			break
+		}
+	}
+	if !errors.Is(last, io.EOF) {
+		t.Fatalf("after a partial request and the client's FIN: %v, want EOF", last)
+	}
+}
+
+// TestHalfClosedClientIsClosed checks that a client that half-closes its
+// connection is closed by the proxy: after a partial request at once, after
+// a whole one (answered first) once its wait for a next command ends.
+func TestHalfClosedClientIsClosed(t *testing.T) {
+	r := startRedis(t)
+	_, paddr := startProxy(t, newFakeSource(r), nil)
+	for _, tc := range []struct{ name, send, want string }{
+		{"after a command", "PING\r\n", "+PONG\r\n"},
+		{"inside a command", "*2\r\n$3\r\nGET\r\n$1", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := dialRedis(t, paddr)
+			c.send(tc.send)
+			c.nc.(*net.TCPConn).CloseWrite()
+			start := time.Now()
+			if tc.want != "" {
+				if got := c.reply(); got != tc.want {
+					t.Fatalf("reply = %q, want %q", got, tc.want)
+				}
+			}
+			if got := c.reply(); got != "EOF" {
+				t.Fatalf("after the half-close: %q, want EOF", got)
+			}
+			if d := time.Since(start); d > 2*time.Second {
+				t.Fatalf("closed after %v", d)
+			}
+		})
 	}
 }
 
