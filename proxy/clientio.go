@@ -77,8 +77,10 @@ type clientReader struct {
 }
 
 // What fill reports, inside a raw read, instead of reading: wait for the
-// socket to be ready (it was drained), or start a new raw read (the last
-// read filled the buffer, so the socket may hold more).
+// socket to be ready (it was drained, and the client is between commands),
+// or start a new raw read, whose first step is a read (the last read filled
+// the buffer, or a FIN behind a short read must not go unseen: see
+// session.serveRaw).
 var (
 	errWaitClient = errors.New("wait for the client")
 	errReadAgain  = errors.New("read the client again")
@@ -210,15 +212,8 @@ func (r *clientReader) fill(need int) error {
 	var n int
 	var rerr syscall.Errno
 	err := r.raw.Read(func(fd uintptr) bool {
-		r.acquire()
-		n, rerr = rawRead(fd, r.buf[r.end:])
-		if rerr == syscall.EAGAIN {
-			if r.end == 0 {
-				r.release() // idle: wait for the socket without a buffer
-			}
-			return false
-		}
-		return true
+		n, _, rerr = r.readOnce(fd)
+		return rerr != syscall.EAGAIN
 	})
 	switch {
 	case err != nil:
@@ -236,15 +231,10 @@ func (r *clientReader) fill(need int) error {
 // fields fd to drained).
 func (r *clientReader) fillRaw() error {
 	r.mayRead = false
-	r.acquire()
-	room := len(r.buf) - r.end
-	n, e := rawRead(r.sysfd, r.buf[r.end:])
+	n, room, e := r.readOnce(r.sysfd)
 	switch {
 	case e == syscall.EAGAIN:
 		r.drained = true
-		if r.end == 0 {
-			r.release()
-		}
 		return errWaitClient
 	case e != 0:
 		return e
@@ -254,6 +244,19 @@ func (r *clientReader) fillRaw() error {
 	r.end += n
 	r.drained = n < room
 	return nil
+}
+
+// readOnce reads the socket fd once into the buffer, which had room bytes
+// free. When the socket has nothing (EAGAIN), an empty buffer goes back to
+// the pool: an idle client waits for its socket without one.
+func (r *clientReader) readOnce(fd uintptr) (n, room int, e syscall.Errno) {
+	r.acquire()
+	room = len(r.buf) - r.end
+	n, e = rawRead(fd, r.buf[r.end:])
+	if e == syscall.EAGAIN && r.end == 0 {
+		r.release()
+	}
+	return n, room, e
 }
 
 // acquire makes sure r.buf is usable.

@@ -117,8 +117,10 @@ func (s *session) serveRaw(st readState) verdict {
 		case err != nil:
 			return s.handle(st, nil, err)
 		}
-		// errReadAgain: the last read filled the buffer, and the socket
-		// may hold more. A new raw read starts with a read.
+		// errReadAgain: the socket may hold more (the last read filled
+		// the buffer), or the client is not between commands and a FIN
+		// behind a short read must be seen. A new raw read starts with a
+		// read.
 	}
 }
 
