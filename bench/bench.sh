@@ -21,8 +21,9 @@
 # table shows each target's median over the rounds, its ratio to direct
 # (cluster-* to cluster-direct) and its p99 latency. A second table gives
 # each target's own CPU time and syscalls (read and write family, from
-# /proc/PID/stat and /proc/PID/io) per request over the same runs, and a
-# third the cluster proxy's CPU per request against the Sentinel group
+# /proc/PID/stat and /proc/PID/io) per request over the same runs, beside
+# the Redis process's and redis-benchmark's own CPU per request and the share
+# of the machine's CPU time nobody used (idle), and a third the cluster proxy's CPU per request against the Sentinel group
 # proxy's (the cost of slot routing). Before that, 5,000 idle clients (one
 # PING each) are opened against each proxy to measure its resident memory
 # per idle client and the backend connections they cost.
@@ -36,7 +37,7 @@
 #   BENCH_TARGETS       targets to run ["direct proxy proxy-noshare haproxy twemproxy
 #                       cluster-direct cluster-proxy cluster-spread"]
 #                       (proxy-noshare: sentinel-proxy with --shared-connections 0)
-#   BENCH_ROUNDS        rounds [3]
+#   BENCH_ROUNDS        rounds [5]
 #   BENCH_CLIENTS       redis-benchmark -c of the -P 1 and -P 16 runs [50]
 #   BENCH_MANY          redis-benchmark -c of the many-clients -P 1 run, 0 = skip [1000]
 #   BENCH_N_P1          requests per test at -P 1 [auto: ~2.5 s against direct]
@@ -51,7 +52,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
 TARGETS=${BENCH_TARGETS:-direct proxy proxy-noshare haproxy twemproxy cluster-direct cluster-proxy cluster-spread}
-ROUNDS=${BENCH_ROUNDS:-3}
+ROUNDS=${BENCH_ROUNDS:-5}
 CLIENTS=${BENCH_CLIENTS:-50}
 MANY=${BENCH_MANY:-1000}
 N_P1=${BENCH_N_P1:-auto}
@@ -387,6 +388,8 @@ redis_ticks() {
 # syscalls PID: read and write syscalls of PID so far (/proc/PID/io).
 syscalls() { awk '/^sysc[rw]:/ {n += $2} END {print n + 0}' "/proc/$1/io" 2>/dev/null || echo 0; }
 HZ=$(getconf CLK_TCK)
+# idle_ticks: ticks all CPUs spent idle (idle + iowait) so far, and all ticks.
+idle_ticks() { awk '$1 == "cpu" {print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
 
 # The runs, as clients:pipeline; each config is a column group of the table.
 CONFIGS="$CLIENTS:1 $CLIENTS:16"
@@ -415,15 +418,25 @@ for ((r = 1; r <= ROUNDS; r++)); do
 			# The Redis process(es) behind t: what a proxy saves or costs Redis.
 			if [[ $t == cluster-* ]]; then rpids=("${CPIDS[@]}"); else rpids=("$MASTER_PID"); fi
 			t0=$(cpu_ticks "$pid") s0=$(syscalls "$pid") r0=$(redis_ticks "${rpids[@]}")
+			read -r i0 a0 < <(idle_ticks)
+			# The subshell's children's CPU once redis-benchmark is reaped:
+			# the load generator's own cost.
 			# shellcheck disable=SC2086 # ARGS are split on purpose
-			if ! timeout 300 redis-benchmark -h 127.0.0.1 -p "${PORT[$t]}" -c "$c" -n "$n" -P "$p" \
-				-t set,get ${ARGS[$t]:-} --csv >"$out" 2>"$out.err"; then
+			b=$(
+				timeout 300 redis-benchmark -h 127.0.0.1 -p "${PORT[$t]}" -c "$c" -n "$n" -P "$p" \
+					-t set,get ${ARGS[$t]:-} --csv >"$out" 2>"$out.err" || echo "failed " >&2
+				awk '{print $16 + $17}' "/proc/$BASHPID/stat"
+			) 2>"$out.status"
+			if [[ -s $out.status ]]; then
 				log "redis-benchmark against $t failed: $(tail -n 3 "$out.err" | tr '\n' ' ')"
 			fi
 			t1=$(cpu_ticks "$pid") s1=$(syscalls "$pid") r1=$(redis_ticks "${rpids[@]}")
+			read -r i1 a1 < <(idle_ticks)
 			# SET and GET: 2n requests.
 			awk -v t="$t" -v c="$c" -v p="$p" -v r="$r" -v n="$n" -v hz="$HZ" -v dt=$((t1 - t0)) -v ds=$((s1 - s0)) -v dr=$((r1 - r0)) \
-				'BEGIN {printf "%s\t%s\t%s\t%s\t%.1f\t%.2f\t%.1f\n", t, c, p, r, dt / hz * 1e6 / (2 * n), ds / (2 * n), dr / hz * 1e6 / (2 * n)}' >>"$COSTS"
+				-v db="${b:-0}" -v di=$((i1 - i0)) -v da=$((a1 - a0)) \
+				'BEGIN {printf "%s\t%s\t%s\t%s\t%.1f\t%.2f\t%.1f\t%.1f\t%.0f\n", t, c, p, r, dt / hz * 1e6 / (2 * n), ds / (2 * n), dr / hz * 1e6 / (2 * n),
+					db / hz * 1e6 / (2 * n), da ? 100 * di / da : 0}' >>"$COSTS"
 			tr -d '"' <"$out" | awk -F, -v t="$t" -v c="$c" -v p="$p" -v r="$r" \
 				'$1 == "SET" || $1 == "GET" {print t "\t" $1 "\t" c ":" p "\t" r "\t" $2 "\t" $7}' >>"$RESULTS"
 		done
@@ -479,17 +492,23 @@ done
 echo
 echo "Cost per request of each target's own process (SET and GET runs together; medians over the rounds):"
 echo "CPU from /proc/PID/stat (user + system), syscalls = read and write family from /proc/PID/io;"
-echo "Redis CPU: the Redis process behind the target over the same runs (for cluster-*, all 3 nodes)"
-printf '%-14s %9s %16s %18s %16s\n' target "clients:P" "CPU us/request" "syscalls/request" "Redis CPU us/req"
+echo "Redis CPU: the Redis process behind the target over the same runs (for cluster-*, all 3 nodes);"
+echo "bench CPU: redis-benchmark's own; idle: share of all CPUs idle during the runs (what nobody used)"
+printf '%-14s %9s %16s %18s %16s %10s %6s\n' target "clients:P" "CPU us/request" "syscalls/request" "Redis CPU us/req" "bench us" "idle"
 for cfg in $CONFIGS; do
 	for t in $TARGETS; do
 		awk -F'\t' -v t="$t" -v cfg="$cfg" '
-			$1 == t && $2 ":" $3 == cfg {u[n + 0] = $5; s[n] = $6; rc[n++] = $7}
+			$1 == t && $2 ":" $3 == cfg {n += 0; u[n] = $5; s[n] = $6; rc[n] = $7; bc[n] = $8; id[n++] = $9}
 			function median(a, k,   i, j, x) {
 				for (i = 1; i < k; i++) for (j = i; j > 0 && a[j-1] > a[j]; j--) {x = a[j]; a[j] = a[j-1]; a[j-1] = x}
 				return k % 2 ? a[(k-1)/2] : (a[k/2-1] + a[k/2]) / 2
 			}
-			END {if (n) printf "%-14s %9s %16.1f %18.2f %16.1f\n", t, cfg, median(u, n), median(s, n), median(rc, n)}' "$COSTS"
+			END {
+				if (!n) exit
+				# HAProxy receives and sends with recv/send, which /proc/PID/io does not count.
+				sc = median(s, n) > 0 ? sprintf("%.2f", median(s, n)) : "-"
+				printf "%-14s %9s %16.1f %18s %16.1f %10.1f %5.0f%%\n", t, cfg, median(u, n), sc, median(rc, n), median(bc, n), median(id, n)
+			}' "$COSTS"
 	done
 done
 
