@@ -23,8 +23,9 @@
 # each target's own CPU time and syscalls (read and write family, from
 # /proc/PID/stat and /proc/PID/io) per request over the same runs, beside
 # the Redis process's and redis-benchmark's own CPU per request and the share
-# of the machine's CPU time nobody used (idle), and a third the cluster proxy's CPU per request against the Sentinel group
-# proxy's (the cost of slot routing). Before that, 5,000 idle clients (one
+# of the machine's CPU time nobody used (idle), and a third the cluster
+# proxy's CPU per request against the Sentinel group proxy's (the cost of
+# slot routing). Before that, 5,000 idle clients (one
 # PING each) are opened against each proxy to measure its resident memory
 # per idle client and the backend connections they cost.
 #
@@ -506,7 +507,8 @@ for cfg in $CONFIGS; do
 			END {
 				if (!n) exit
 				# HAProxy receives and sends with recv/send, which /proc/PID/io does not count.
-				sc = median(s, n) > 0 ? sprintf("%.2f", median(s, n)) : "-"
+				ms = median(s, n)
+				sc = ms > 0 ? sprintf("%.2f", ms) : "-"
 				printf "%-14s %9s %16.1f %18s %16.1f %10.1f %5.0f%%\n", t, cfg, median(u, n), sc, median(rc, n), median(bc, n), median(id, n)
 			}' "$COSTS"
 	done
