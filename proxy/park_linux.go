@@ -40,6 +40,12 @@ import (
 // reader held at the peak, for the life of the process.
 type parker struct {
 	epfd int
+	// ep is epfd in Go's own poller: the loop waits on it there, never in
+	// a blocking epoll_wait, which would keep the goroutine's P (the only
+	// one, under the default procs) for up to sysmon's 10 ms each time it
+	// enters the call while other goroutines wait to run (see run).
+	ep *os.File
+	rc syscall.RawConn
 
 	mu      sync.Mutex
 	slots   []*session // parked sessions by descriptor (the epoll event's data)
@@ -76,7 +82,19 @@ func newParker() (*parker, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &parker{epfd: fd}, nil
+	if err := syscall.SetNonblock(fd, true); err != nil {
+		syscall.Close(fd)
+		return nil, err
+	}
+	// A nonblocking descriptor goes into Go's poller (an epoll descriptor
+	// is readable while it has events ready).
+	ep := os.NewFile(uintptr(fd), "parker")
+	rc, err := ep.SyscallConn()
+	if err != nil {
+		ep.Close()
+		return nil, err
+	}
+	return &parker{epfd: fd, ep: ep, rc: rc}, nil
 }
 
 // park registers s. On true, the parker owns s until it resumes it with
@@ -293,11 +311,8 @@ func (p *parker) run(ctx context.Context, resume func(*session)) {
 			p.deepen(now.Add(-deepParkAfter).UnixNano(), resume)
 			rel.check(p.detached.Load(), now)
 		}
-		n, err := syscall.EpollWait(p.epfd, events, 200)
+		n, err := p.wait(events, 200*time.Millisecond)
 		if err != nil {
-			if errors.Is(err, syscall.EINTR) {
-				continue
-			}
 			return
 		}
 		for _, ev := range events[:n] {
@@ -312,6 +327,38 @@ func (p *parker) run(ctx context.Context, resume func(*session)) {
 			}
 		}
 	}
+}
+
+// wait waits up to timeout for parked connections to become readable and
+// returns how many events it put in events. It polls epfd without blocking
+// and otherwise parks the goroutine in Go's poller until epfd is readable:
+// a blocking epoll_wait would leave the goroutine's P in a system call, and
+// goroutines made runnable meanwhile (by the network poller, say) would
+// wait for sysmon to take the P back, up to 10 ms under load, for every
+// client. Errors other than the timeout mean the parker is closed.
+func (p *parker) wait(events []syscall.EpollEvent, timeout time.Duration) (int, error) {
+	if err := p.ep.SetReadDeadline(time.Now().Add(timeout)); err != nil {
+		return 0, err
+	}
+	var n int
+	var werr error
+	err := p.rc.Read(func(fd uintptr) bool {
+		for {
+			n, werr = syscall.EpollWait(int(fd), events, 0)
+			if werr != syscall.EINTR {
+				return n > 0 || werr != nil
+			}
+		}
+	})
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return 0, nil
+	case err != nil:
+		return 0, err
+	case werr != nil:
+		return 0, werr // epfd is gone
+	}
+	return n, nil
 }
 
 // releaser decides when the parker hands freed memory back to the OS (see
@@ -354,7 +401,7 @@ func (p *parker) close() []*session {
 		}
 	}
 	p.slots, p.n, p.shallow = nil, 0, 0
-	syscall.Close(p.epfd)
+	p.ep.Close() // ends wait; the descriptor closes once wait has left it
 	p.mu.Unlock()
 	for _, s := range out {
 		p.attach(s)

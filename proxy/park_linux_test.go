@@ -4,6 +4,9 @@ package proxy
 
 import (
 	"net"
+	"runtime"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -178,4 +181,98 @@ func checkResumed(t *testing.T, c *redisConn, r string) {
 	if got := doIn(t, r, "3", "EXISTS", "pk"); got != ":1\r\n" {
 		t.Fatalf("the parked session lost its db: EXISTS in db 3 = %q", got)
 	}
+}
+
+// TestParkerWaitsInGoPoller checks that the parker's loop waits for parked
+// clients in Go's poller ("IO wait"), never in a blocking epoll_wait
+// ("syscall"): a goroutine in a system call keeps its P, and with one P
+// every goroutine made runnable meanwhile waited for sysmon to take it back
+// (up to 10 ms under load, measured as a p99 of 34 ms against 21 ms with
+// 1,000 clients). It also checks that a readable parked descriptor is
+// resumed, and that close ends the loop at once.
+func TestParkerWaitsInGoPoller(t *testing.T) {
+	p, err := newParker()
+	if err != nil {
+		t.Fatal(err)
+	}
+	resumed := make(chan *session, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		p.run(t.Context(), func(s *session) { resumed <- s })
+	}()
+	var state string
+	waitFor(t, func() bool { state = parkerState(); return state != "" && state != "runnable" && state != "running" })
+	for range 5 { // the loop comes back to its wait every 200 ms
+		if state = parkerState(); state != "IO wait" {
+			t.Fatalf("the parker's loop is in state %q, want %q", state, "IO wait")
+		}
+		time.Sleep(70 * time.Millisecond)
+	}
+
+	a, b, err := socketPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(a)
+	defer syscall.Close(b)
+	pc, pc2 := net.Pipe() // the session's connection; the parker watches a
+	defer pc.Close()
+	defer pc2.Close()
+	s := &session{conn: pc}
+	p.mu.Lock()
+	ok := p.register(a, s)
+	p.mu.Unlock()
+	if !ok {
+		t.Fatal("register refused a socket")
+	}
+	if _, err := syscall.Write(b, []byte("PING\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-resumed:
+		if got != s {
+			t.Fatal("the parker resumed another session")
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("a readable parked descriptor was not resumed within 2s")
+	}
+
+	start := time.Now()
+	p.close()
+	select {
+	case <-done:
+	case <-time.After(time.Second):
+		t.Fatal("the parker's loop did not end within 1s of close")
+	}
+	if d := time.Since(start); d > 100*time.Millisecond {
+		t.Fatalf("the parker's loop ended %v after close; want at once", d)
+	}
+}
+
+// parkerState returns the state of the goroutine running the parker's
+// loop, as a goroutine dump names it, or "" when there is none.
+func parkerState() string {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if !strings.Contains(g, "proxy.(*parker).run(") {
+			continue
+		}
+		head, _, _ := strings.Cut(g, "\n")
+		_, st, ok := strings.Cut(head, " [")
+		if !ok {
+			return ""
+		}
+		st, _, _ = strings.Cut(st, "]")
+		st, _, _ = strings.Cut(st, ",") // "IO wait, 2 minutes"
+		return st
+	}
+	return ""
+}
+
+// socketPair returns a connected pair of Unix stream sockets.
+func socketPair() (int, int, error) {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	return fds[0], fds[1], err
 }
