@@ -90,6 +90,11 @@ func newParker() (*parker, error) {
 	// is readable while it has events ready).
 	ep := os.NewFile(uintptr(fd), "parker")
 	rc, err := ep.SyscallConn()
+	if err == nil {
+		// Deadlines work only on a descriptor in the poller: this fails
+		// (os.ErrNoDeadline) if Go could not register it.
+		err = ep.SetReadDeadline(time.Time{})
+	}
 	if err != nil {
 		ep.Close()
 		return nil, err
