@@ -42,8 +42,9 @@ type parker struct {
 	epfd int
 	// ep is epfd in Go's own poller: the loop waits on it there, never in
 	// a blocking epoll_wait, which would keep the goroutine's P (the only
-	// one, under the default procs) for up to sysmon's 10 ms each time it
-	// enters the call while other goroutines wait to run (see run).
+	// one, under the default procs) for up to two of sysmon's ticks (10 ms
+	// each under load) each time it enters the call while other goroutines
+	// wait to run (see wait).
 	ep *os.File
 	rc syscall.RawConn
 
@@ -339,8 +340,8 @@ func (p *parker) run(ctx context.Context, resume func(*session)) {
 // and otherwise parks the goroutine in Go's poller until epfd is readable:
 // a blocking epoll_wait would leave the goroutine's P in a system call, and
 // goroutines made runnable meanwhile (by the network poller, say) would
-// wait for sysmon to take the P back, up to 10 ms under load, for every
-// client. Errors other than the timeout mean the parker is closed.
+// wait for sysmon to take the P back (it does on its second look, 10-20 ms
+// under load), every client with them. Errors other than the timeout mean the parker is closed.
 func (p *parker) wait(events []syscall.EpollEvent, timeout time.Duration) (int, error) {
 	if err := p.ep.SetReadDeadline(time.Now().Add(timeout)); err != nil {
 		return 0, err
