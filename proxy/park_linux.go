@@ -341,7 +341,8 @@ func (p *parker) run(ctx context.Context, resume func(*session)) {
 // a blocking epoll_wait would leave the goroutine's P in a system call, and
 // goroutines made runnable meanwhile (by the network poller, say) would
 // wait for sysmon to take the P back (it does on its second look, 10-20 ms
-// under load), every client with them. Errors other than the timeout mean the parker is closed.
+// under load), every client with them. Errors other than the timeout mean
+// the parker is closed.
 func (p *parker) wait(events []syscall.EpollEvent, timeout time.Duration) (int, error) {
 	if err := p.ep.SetReadDeadline(time.Now().Add(timeout)); err != nil {
 		return 0, err
