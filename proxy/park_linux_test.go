@@ -214,10 +214,11 @@ func TestParkerWaitsInGoPoller(t *testing.T) {
 		t.Fatalf("the parker's loop was in these states over %d samples: %v; want %q in most", samples, states, "IO wait")
 	}
 
-	a, b, err := socketPair()
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
+	a, b := fds[0], fds[1]
 	defer syscall.Close(a)
 	defer syscall.Close(b)
 	pc, pc2 := net.Pipe() // the session's connection; the parker watches a
@@ -273,10 +274,4 @@ func parkerState() string {
 		return st
 	}
 	return ""
-}
-
-// socketPair returns a connected pair of Unix stream sockets.
-func socketPair() (int, int, error) {
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	return fds[0], fds[1], err
 }
