@@ -189,3 +189,48 @@ func lower(dst, b []byte) []byte {
 	}
 	return dst
 }
+
+// batchMemo remembers how the last command of a batch was classified and
+// vetted, so that a pipeline of the same command (SET, SET, …) is looked up
+// once. It keeps only a plain command that the policy let through and whose
+// answer depends on its name alone; any other command clears it, so a
+// command that changes what vetting decides (AUTH, MULTI, …) is never
+// skipped over.
+type batchMemo struct {
+	name [16]byte
+	n    int // 0: empty
+	info cmdInfo
+}
+
+// get returns the memo's cmdInfo if args name the same command, byte for
+// byte.
+func (m *batchMemo) get(args [][]byte) (cmdInfo, bool) {
+	if m.n == 0 || len(args) == 0 || string(args[0]) != string(m.name[:m.n]) {
+		return cmdInfo{}, false
+	}
+	return m.info, true
+}
+
+// put remembers info, what classify and vet made of args under p, when
+// another command of the same name is sure to get the same; else it
+// clears the memo.
+func (m *batchMemo) put(args [][]byte, info cmdInfo, p *Policy) {
+	m.n = 0
+	if len(args) == 0 || len(args[0]) > len(m.name) || info.kind != kindPlain || info.wait || info.refusal != "" {
+		return
+	}
+	var buf [16]byte
+	name := lower(buf[:0], args[0])
+	switch string(name) {
+	case "client", "xread", "xreadgroup", "script":
+		return // classified by their arguments
+	}
+	if p == nil {
+		p = defaultPolicy
+	}
+	if _, ok := p.withSub[string(name)]; ok {
+		return // the policy looks at the subcommand
+	}
+	m.n = copy(m.name[:], args[0])
+	m.info = info
+}

@@ -41,7 +41,7 @@ type metrics struct {
 	retried, held, holdTimeouts                prometheus.Counter
 	redirects                                  prometheus.Counter
 	holdSeconds                                prometheus.Counter
-	latency                                    [numClasses]prometheus.Observer
+	latency                                    *classHistogram
 	rejectedMax, rejectedAuth                  prometheus.Counter
 	disconnects                                *prometheus.CounterVec
 	dialErrors, failovers, panics              prometheus.Counter
@@ -78,14 +78,10 @@ func newMetrics(group string) *metrics {
 	m.failovers = counter("sentinel_proxy_failovers_total", "Master switches the proxy followed.")
 	m.panics = counter("sentinel_proxy_session_panics_total", "Sessions that panicked; each closed only its own client.")
 	m.dialErrors = counter("sentinel_proxy_backend_dial_errors_total", "Backend connections that could not be opened.")
-	lat := prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name: "sentinel_proxy_command_duration_seconds", ConstLabels: labels,
-		Help:    "Time from reading a command's batch to answering it, by command class.",
-		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
-	}, []string{"class"})
-	for c := range numClasses {
-		m.latency[c] = lat.WithLabelValues(classNames[c])
-	}
+	lat := newClassHistogram("sentinel_proxy_command_duration_seconds",
+		"Time from reading a command's batch to answering it, by command class.", labels,
+		[]float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10})
+	m.latency = lat
 	rej := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sentinel_proxy_client_connections_rejected_total", ConstLabels: labels,
 		Help: "Client connections refused (maxclients) and failed authentications (auth).",
@@ -144,7 +140,38 @@ func (m *metrics) countReply(info cmdInfo, isErr bool, latency float64) {
 	} else {
 		m.cmdOK.Inc()
 	}
-	m.latency[info.class].Observe(latency)
+	m.latency.observe(info.class, latency, 1)
+}
+
+// replyTally counts a batch's replies that came together, to be counted
+// with one update per class (metrics.countTally).
+type replyTally struct {
+	byClass  [numClasses]uint32
+	ok, errs uint32
+}
+
+func (t *replyTally) add(info cmdInfo, isErr bool) {
+	t.byClass[info.class]++
+	if isErr {
+		t.errs++
+	} else {
+		t.ok++
+	}
+}
+
+// countTally counts the replies of t, each with latency in seconds.
+func (m *metrics) countTally(t *replyTally, latency float64) {
+	for c, n := range t.byClass {
+		if n > 0 {
+			m.latency.observe(cmdClass(c), latency, uint64(n))
+		}
+	}
+	if t.ok > 0 {
+		m.cmdOK.Add(float64(t.ok))
+	}
+	if t.errs > 0 {
+		m.cmdErrReply.Add(float64(t.errs))
+	}
 }
 
 // failoverClock measures from losing the master to the first command the

@@ -24,9 +24,17 @@ const rawIOMax = 64 << 10
 
 // fastWriter writes to a connection: with raw system calls when it is a
 // TCP connection, else through its own Write (TLS, Unix sockets, tests).
+// Its callback for RawConn.Write is made at the first write and reads what
+// to write from the writer, so that a write does not allocate: a fastWriter
+// must not be copied once used, nor written by two goroutines at once (the
+// session's bufio.Writer in front of it is not either).
 type fastWriter struct {
 	conn net.Conn
 	raw  syscall.RawConn // nil: use conn.Write
+	fn   func(fd uintptr) bool
+	p    []byte // what fn writes, done bytes of it so far
+	done int
+	werr syscall.Errno
 }
 
 // makeFastWriter returns a writer to conn; raw is conn's descriptor
@@ -42,7 +50,30 @@ func (w *fastWriter) Write(p []byte) (int, error) {
 	if w.raw == nil {
 		return w.conn.Write(p)
 	}
-	return rawConnWrite(w.raw, p)
+	if w.fn == nil {
+		w.fn = w.writeSome
+	}
+	w.p, w.done, w.werr = p, 0, 0
+	err := w.raw.Write(w.fn)
+	done, werr := w.done, w.werr
+	w.p = nil
+	return writeResult(done, err, werr)
+}
+
+// writeSome is Write's RawConn.Write callback: rawConnWrite's, on w's fields.
+func (w *fastWriter) writeSome(fd uintptr) bool {
+	for w.done < len(w.p) {
+		n, e := rawWrite(fd, w.p[w.done:])
+		switch {
+		case e == syscall.EAGAIN:
+			return false
+		case e != 0:
+			w.werr = e
+			return true
+		}
+		w.done += n
+	}
+	return true
 }
 
 // rawConnWrite writes all of p to the socket of raw, waiting for room on
@@ -64,6 +95,12 @@ func rawConnWrite(raw syscall.RawConn, p []byte) (int, error) {
 		}
 		return true
 	})
+	return writeResult(done, err, werr)
+}
+
+// writeResult is what a raw write returns: done bytes written, err from
+// RawConn.Write, werr from the system call.
+func writeResult(done int, err error, werr syscall.Errno) (int, error) {
 	switch {
 	case err != nil:
 		return done, err

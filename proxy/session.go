@@ -85,7 +85,7 @@ type batchScratch struct {
 	key        poolKey // pool key of state on keyAddr, cached
 	keyAddr    string
 	batchStart time.Time
-	holdUntil  time.Time // end of the batch's wait for a master; zero until it first waits
+	holdUntil  time.Time // end of the batch's wait for a master (holdDeadline); zero until the batch starts or first waits
 
 	infos   []cmdInfo
 	bufs    net.Buffers
@@ -249,12 +249,20 @@ func (s *session) exec(cmds []Command) error {
 		}
 	}
 	inMulti := s.tx == txMulti
+	var memo batchMemo
 	for i := range cmds {
-		info := classify(cmds[i].Args)
-		s.vet(&cmds[i], &info, st, &inMulti)
+		info, ok := memo.get(cmds[i].Args)
+		if !ok {
+			info = classify(cmds[i].Args)
+			s.vet(&cmds[i], &info, st, &inMulti)
+			memo.put(cmds[i].Args, info, st.Policy)
+		}
 		s.infos = append(s.infos, info)
 	}
 	s.batchStart = time.Now()
+	if s.holdUntil.IsZero() { // (checkPinned may have waited already)
+		s.holdUntil = s.batchStart.Add(st.HoldTimeout)
+	}
 	start := 0
 	for i := 0; i < len(cmds); i++ {
 		info := s.infos[i]

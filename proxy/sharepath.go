@@ -117,6 +117,7 @@ func (s *session) sharedReplies(c *sharedConn, r *shareReq, cmds []Command, info
 		a.reply(i, r.out[prev:r.stops[i]], r.out[r.starts[i]:r.stops[i]], r.types[i])
 		prev = r.stops[i]
 	}
+	s.srv.m.countTally(&a.tally, a.latency)
 	return s.sharedSettle(&a, r, cmds, infos)
 }
 
@@ -126,9 +127,10 @@ type shareAnswer struct {
 	s       *session
 	b       *backend
 	infos   []cmdInfo
-	fenced  bool    // see fencedWrite: replies are answered "may have run"
-	refused bool    // a reply said the node is not a writable master: the rest is sent again
-	latency float64 // of every reply, when they came together (else 0: each its own)
+	fenced  bool       // see fencedWrite: replies are answered "may have run"
+	refused bool       // a reply said the node is not a writable master: the rest is sent again
+	latency float64    // of every reply, when they came together (else 0: each its own)
+	tally   replyTally // the replies counted at latency, once answered (sharedReplies)
 }
 
 func (s *session) newShareAnswer(b *backend, infos []cmdInfo) shareAnswer {
@@ -158,11 +160,11 @@ func (a *shareAnswer) reply(i int, unit, frame []byte, typ byte) {
 		s.pending = append(s.pending, pendingReply{idx: i, held: held})
 		return
 	}
-	lat := a.latency
-	if lat == 0 {
-		lat = time.Since(s.batchStart).Seconds()
+	if a.latency != 0 {
+		a.tally.add(a.infos[i], isErr)
+	} else {
+		s.srv.m.countReply(a.infos[i], isErr, time.Since(s.batchStart).Seconds())
 	}
-	s.srv.m.countReply(a.infos[i], isErr, lat)
 	switch {
 	case isErr:
 		if frame != nil {
