@@ -406,12 +406,15 @@ if has_cluster; then
 	for p in "${CPORTS[@]}"; do redis-cli -h 127.0.0.1 -p "$p" config resetstat >/dev/null; done
 fi
 for ((r = 1; r <= ROUNDS; r++)); do
-	# Rotate the order each round so no target always runs first.
-	for ((k = 0; k < ${#ORDER[@]}; k++)); do
-		t=${ORDER[(k + r - 1) % ${#ORDER[@]}]}
-		pid=${PID[$t]}
-		for cfg in $CONFIGS; do
-			c=${cfg%:*} p=${cfg#*:}
+	# Each run (clients:pipeline) against every target back to back, so
+	# that the runs compared with each other are minutes closer in time
+	# than a target's whole round would put them; the order of the
+	# targets rotates each round so no target always runs first.
+	for cfg in $CONFIGS; do
+		c=${cfg%:*} p=${cfg#*:}
+		for ((k = 0; k < ${#ORDER[@]}; k++)); do
+			t=${ORDER[(k + r - 1) % ${#ORDER[@]}]}
+			pid=${PID[$t]}
 			n=$N_P1
 			((p == 16)) && n=$N_P16
 			log "round $r/$ROUNDS: $t -c $c -P $p -n $n"
@@ -469,13 +472,14 @@ if has_cluster; then
 fi
 echo
 echo "/direct: ratio to direct; for cluster-* targets, to cluster-direct"
-printf '%-14s %-4s %9s %14s %8s %9s   %s\n' target test "clients:P" "median req/s" "/direct" "p99 ms" "per round"
+echo "/direct per round: the median of the ratios to direct's run of the same round, minutes apart at most"
+printf '%-14s %-4s %9s %14s %8s %9s %9s   %s\n' target test "clients:P" "median req/s" "/direct" "per round" "p99 ms" "req/s per round"
 for test in SET GET; do
 	for cfg in $CONFIGS; do
 		for t in $TARGETS; do
 			awk -F'\t' -v t="$t" -v test="$test" -v cfg="$cfg" '
-				$1 == t && $2 == test && $3 == cfg {v[n + 0] = $5; l[n++] = $6; rounds = rounds " " sprintf("%.0f", $5)}
-				$1 == (t ~ /^cluster-/ ? "cluster-direct" : "direct") && $2 == test && $3 == cfg {d[m++] = $5}
+				$1 == t && $2 == test && $3 == cfg {v[n + 0] = $5; l[n++] = $6; rounds = rounds " " sprintf("%.0f", $5); tr[$4] = $5}
+				$1 == (t ~ /^cluster-/ ? "cluster-direct" : "direct") && $2 == test && $3 == cfg {d[m++] = $5; dr[$4] = $5}
 				function median(a, k,   i, j, x) {
 					for (i = 1; i < k; i++) for (j = i; j > 0 && a[j-1] > a[j]; j--) {x = a[j]; a[j] = a[j-1]; a[j-1] = x}
 					return k % 2 ? a[(k-1)/2] : (a[k/2-1] + a[k/2]) / 2
@@ -484,7 +488,9 @@ for test in SET GET; do
 					if (n == 0) {printf "%-14s %-4s %9s %14s %8s\n", t, test, cfg, "FAILED", "-"; exit}
 					med = median(v, n)
 					ratio = m ? sprintf("%.2f", med / median(d, m)) : "-"
-					printf "%-14s %-4s %9s %14.0f %8s %9.3f  %s\n", t, test, cfg, med, ratio, median(l, n), rounds
+					for (r in tr) if (dr[r] > 0) q[nq++] = tr[r] / dr[r]
+					rr = nq ? sprintf("%.2f", median(q, nq)) : "-"
+					printf "%-14s %-4s %9s %14.0f %8s %9s %9.3f  %s\n", t, test, cfg, med, ratio, rr, median(l, n), rounds
 				}' "$RESULTS"
 		done
 	done
