@@ -91,8 +91,12 @@ func TestFastConnDeadlinesAndClose(t *testing.T) {
 
 	// The peer never reads: the write fills the socket buffers, then
 	// times out, having written part.
+	// (The buffer is made first: under -race, zeroing 64 MiB alongside
+	// other tests has taken longer than the deadline, and nothing was
+	// written.)
+	big := make([]byte, 64<<20)
 	fa.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-	n, err := fa.Write(make([]byte, 64<<20))
+	n, err := fa.Write(big)
 	if !errors.Is(err, os.ErrDeadlineExceeded) || n == 0 || n == 64<<20 {
 		t.Fatalf("Write to a peer that does not read = %d, %v; want part, then a deadline error", n, err)
 	}
