@@ -19,7 +19,9 @@
 # redis-benchmark (SET and GET: 50 clients at -P 1 and -P 16, 1,000 clients
 # at -P 1) runs against every target in every round, interleaved, and the
 # table shows each target's median over the rounds, its ratio to direct
-# (cluster-* to cluster-direct) and its p99 latency. A second table gives
+# (cluster-* to cluster-direct), the median of its ratios to direct's run of
+# the same round, and its p99 latency. Each round runs one configuration
+# against every target before the next configuration. A second table gives
 # each target's own CPU time and syscalls (read and write family, from
 # /proc/PID/stat and /proc/PID/io) per request over the same runs, beside
 # the Redis process's and redis-benchmark's own CPU per request and the share
