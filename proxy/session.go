@@ -85,7 +85,7 @@ type batchScratch struct {
 	key        poolKey // pool key of state on keyAddr, cached
 	keyAddr    string
 	batchStart time.Time
-	holdUntil  time.Time // end of the batch's wait for a master (holdDeadline); zero until the batch starts or first waits
+	holdUntil  time.Time // end of the batch's wait for a master; zero until it first waits
 
 	infos   []cmdInfo
 	bufs    net.Buffers
@@ -260,9 +260,6 @@ func (s *session) exec(cmds []Command) error {
 		s.infos = append(s.infos, info)
 	}
 	s.batchStart = time.Now()
-	if s.holdUntil.IsZero() { // (checkPinned may have waited already)
-		s.holdUntil = s.batchStart.Add(st.HoldTimeout)
-	}
 	start := 0
 	for i := 0; i < len(cmds); i++ {
 		info := s.infos[i]
