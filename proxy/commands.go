@@ -216,7 +216,7 @@ func (m *batchMemo) get(args [][]byte) (cmdInfo, bool) {
 // clears the memo.
 func (m *batchMemo) put(args [][]byte, info cmdInfo, p *Policy) {
 	m.n = 0
-	if len(args) == 0 || len(args[0]) > len(m.name) || info.kind != kindPlain || info.wait || info.refusal != "" {
+	if len(args) == 0 || len(args[0]) > len(m.name) || info.kind != kindPlain || info.wait {
 		return
 	}
 	var buf [16]byte

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"net"
 	"strings"
 	"testing"
 
@@ -143,26 +142,8 @@ func byteArgs(s ...string) [][]byte {
 // fastWriter writes without allocating (rawWriteOps), and writes everything, also when
 // the socket fills up and the write waits for the poller.
 func TestFastWriterWritesAllWithoutAllocating(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	peer, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer peer.Close()
-	raw, err := c.(*net.TCPConn).SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := makeFastWriter(c, raw)
+	c, peer := tcpPair(t)
+	w := makeFastWriter(c, rawConnOf(c))
 	if w.raw == nil {
 		t.Fatal("no raw writes on a TCP connection")
 	}
