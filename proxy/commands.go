@@ -39,6 +39,9 @@ type cmdInfo struct {
 	// share marks commands that may go on a shared connection: plain
 	// ones that neither ask about nor change the connection they run on.
 	share bool
+	// byName marks a classification made from the command's name alone:
+	// every command of that name gets the same (batchMemo).
+	byName bool
 }
 
 // lookup maps a lower-case command name to its kind. Commands not listed
@@ -101,23 +104,28 @@ func classify(args [][]byte) cmdInfo {
 	}
 	info := classifyName(args, name)
 	info.class = classOf(info.kind, string(name))
-	info.share = info.kind == kindPlain && shareable(args, name)
+	if info.kind == kindPlain {
+		var shareByName bool
+		info.share, shareByName = shareable(args, name)
+		info.byName = info.byName && shareByName
+	}
 	return info
 }
 
 // shareable reports whether a plain command means the same on a connection
-// other sessions use too. CLIENT's subcommands ask about or change the
-// connection (CLIENT INFO, SETINFO, NO-TOUCH, TRACKING OFF, …); READONLY,
-// READWRITE and ASKING are connection state; SCRIPT DEBUG turns the
-// connection into a debugging session.
-func shareable(args [][]byte, name []byte) bool {
+// other sessions use too, and whether that follows from its name alone.
+// CLIENT's subcommands ask about or change the connection (CLIENT INFO,
+// SETINFO, NO-TOUCH, TRACKING OFF, …); READONLY, READWRITE and ASKING are
+// connection state; SCRIPT DEBUG turns the connection into a debugging
+// session.
+func shareable(args [][]byte, name []byte) (share, byName bool) {
 	switch string(name) {
 	case "client", "readonly", "readwrite", "asking":
-		return false
+		return false, true
 	case "script":
-		return len(args) < 2 || !bytes.EqualFold(args[1], []byte("debug"))
+		return len(args) < 2 || !bytes.EqualFold(args[1], []byte("debug")), false
 	}
-	return true
+	return true, true
 }
 
 func classifyName(args [][]byte, name []byte) cmdInfo {
@@ -126,7 +134,7 @@ func classifyName(args [][]byte, name []byte) cmdInfo {
 	case ok && kind == kindRefused:
 		return cmdInfo{kind: kindRefused, refusal: errNotSupported}
 	case ok:
-		return cmdInfo{kind: kind, wait: string(name) == "wait" || string(name) == "waitaof"}
+		return cmdInfo{kind: kind, wait: string(name) == "wait" || string(name) == "waitaof", byName: true}
 	case string(name) == "client":
 		return classifyClient(args)
 	case string(name) == "xread" || string(name) == "xreadgroup":
@@ -138,8 +146,9 @@ func classifyName(args [][]byte, name []byte) cmdInfo {
 				break
 			}
 		}
+		return cmdInfo{kind: kindPlain}
 	}
-	return cmdInfo{kind: kindPlain}
+	return cmdInfo{kind: kindPlain, byName: true}
 }
 
 // classifyClient handles the CLIENT subcommands that change connection state.
@@ -192,10 +201,10 @@ func lower(dst, b []byte) []byte {
 
 // batchMemo remembers how the last command of a batch was classified and
 // vetted, so that a pipeline of the same command (SET, SET, …) is looked up
-// once. It keeps only a plain command that the policy let through and whose
-// answer depends on its name alone; any other command clears it, so a
-// command that changes what vetting decides (AUTH, MULTI, …) is never
-// skipped over.
+// once. It keeps only a plain command that classify and the policy judged
+// by its name alone (cmdInfo.byName; vetting's refusals and rewrites clear
+// it); any other command clears the memo, so a command that changes what
+// vetting decides (AUTH, MULTI, …) is never skipped over.
 type batchMemo struct {
 	name [16]byte
 	n    int // 0: empty
@@ -216,15 +225,11 @@ func (m *batchMemo) get(args [][]byte) (cmdInfo, bool) {
 // clears the memo.
 func (m *batchMemo) put(args [][]byte, info cmdInfo, p *Policy) {
 	m.n = 0
-	if len(args) == 0 || len(args[0]) > len(m.name) || info.kind != kindPlain || info.wait {
+	if len(args) == 0 || len(args[0]) > len(m.name) || info.kind != kindPlain || !info.byName {
 		return
 	}
 	var buf [16]byte
 	name := lower(buf[:0], args[0])
-	switch string(name) {
-	case "client", "xread", "xreadgroup", "script":
-		return // classified by their arguments
-	}
 	if p == nil {
 		p = defaultPolicy
 	}
