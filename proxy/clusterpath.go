@@ -272,6 +272,26 @@ func (s *session) answerLostClusterTx(cmd Command, kind cmdKind) error {
 	return nil
 }
 
+// answerRefusedTx answers the EXEC or DISCARD of a run whose held MULTI
+// Redis refused: Redis answers it "without MULTI", but the client was told
+// +OK for the MULTI, and saw the errors of the commands after it, so its
+// EXEC fails as after any error while queuing, and DISCARD succeeds.
+func (s *session) answerRefusedTx(b *backend, kind cmdKind) error {
+	if _, err := s.skipReply(b); err != nil {
+		return err
+	}
+	s.multiRefused = false
+	s.dropHeld()
+	s.endTx()
+	s.srv.m.countReply(cmdInfo{kind: kind}, kind == kindExec, time.Since(s.batchStart).Seconds())
+	if kind == kindExec {
+		s.writeError(errExecAbort)
+	} else {
+		s.writeRaw([]byte(okReply))
+	}
+	return nil
+}
+
 // endsTx reports whether a command of kind ends a transaction (MULTI and
 // WATCH both) for the client, whatever its reply.
 func endsTx(kind cmdKind) bool {
@@ -354,6 +374,20 @@ func (s *session) runOn(src *sourceBox, prefix []byte, cmds []Command, infos []c
 	err := s.forward(cmds, infos)
 	d := s.deferred
 	s.route, s.prefix, s.prefixN, s.deferred = savedRoute, nil, 0, savedDefer
+	if s.multiRefused {
+		// Redis refused the MULTI (-NOAUTH, say): the connection holds
+		// no transaction, and what was sent with it was not queued.
+		// The MULTI is held again, to go with the next command that
+		// has keys, and its EXEC fails (the client saw the errors).
+		s.multiRefused = false
+		if b := s.pinned; b != nil {
+			s.srv.pool.discard(b)
+			s.setPinned(nil)
+		}
+		if s.tx == txMulti {
+			s.heldMulti, s.heldCmds, s.heldN, s.txCross = true, nil, 0, true
+		}
+	}
 	switch {
 	case s.tx != txMulti || s.pinned != nil:
 		s.heldMulti, s.heldCmds, s.heldN = false, nil, 0

@@ -155,7 +155,9 @@ func (s *session) ownClientKill(args [][]byte) bool {
 // after a queued command was rejected.
 func (s *session) abortTx() {
 	if b := s.pinned; b != nil {
-		if _, err := b.nc.Write([]byte(discardCmd)); err != nil || s.skipReply(b) != nil {
+		if _, err := b.nc.Write([]byte(discardCmd)); err != nil {
+			s.lost(b)
+		} else if _, err := s.skipReply(b); err != nil {
 			s.lost(b)
 		}
 	}

@@ -15,12 +15,16 @@ import (
 
 const pingCmd = "*1\r\n$4\r\nPING\r\n"
 
-// skipReply reads and drops the reply to a command the proxy sent itself.
-func (s *session) skipReply(b *backend) error {
+// skipReply reads and drops the reply to a command the proxy sent itself
+// (and any push frames before it); refused reports an error reply.
+func (s *session) skipReply(b *backend) (refused bool, err error) {
 	for {
 		f, err := b.fr.Next(nil)
-		if err != nil || f.IsReply() {
-			return err
+		if err != nil {
+			return false, err
+		}
+		if f.IsReply() {
+			return f.IsError(), nil
 		}
 	}
 }
@@ -153,6 +157,9 @@ func adjacent(a, b []byte) bool {
 // reply streams the reply to one command (and any push or attribute frames
 // before it) to s.rw, then records what the command changed.
 func (s *session) reply(b *backend, cmd Command, info cmdInfo) error {
+	if s.clusterTx != nil && s.multiRefused && (info.kind == kindExec || info.kind == kindDiscard) {
+		return s.answerRefusedTx(b, info.kind)
+	}
 	if info.kind == kindBlocking {
 		defer s.watchClient(b)()
 	}
@@ -230,8 +237,11 @@ func (s *session) noteError(b *backend, text string) {
 // apply records the effect of a command that succeeded (f is its reply).
 func (s *session) apply(cmd Command, info cmdInfo, f Frame) {
 	args := cmd.Args
-	if s.tx == txMulti && queuesState(info.kind) {
-		s.queueState(args, info.kind) // +QUEUED: it runs at EXEC, or never
+	// Inside MULTI, +QUEUED: it runs at EXEC, or never. Another success
+	// there ran on its own (Redis refused a cluster's held MULTI:
+	// answerRefusedTx).
+	if s.tx == txMulti && queuesState(info.kind) && string(f.Small) == queuedReply {
+		s.queueState(args, info.kind)
 		return
 	}
 	switch info.kind {

@@ -76,6 +76,9 @@ type clusterTx struct {
 	heldN     int
 	txSlot    int
 	txCross   bool
+	// multiRefused marks a run whose held MULTI Redis refused (-NOAUTH,
+	// say): the connection holds no transaction (answerRefusedTx, runOn).
+	multiRefused bool
 }
 
 // batchScratch is what a session uses only while it runs batches; a parked
@@ -375,10 +378,14 @@ func (s *session) forward(cmds []Command, infos []cmdInfo) error {
 		return nil
 	}
 	for k := 0; hidden && k < max(s.prefixN, 1); k++ {
-		if err := s.skipReply(b); err != nil {
+		refused, err := s.skipReply(b)
+		if err != nil {
 			s.failed(b)
 			s.answerMayHaveRun(infos)
 			return nil
+		}
+		if k == 0 && refused && s.prefixN > 0 {
+			s.multiRefused = true // Redis refused a cluster's held MULTI (runOn)
 		}
 	}
 	return s.replies(b, cmds, infos)
