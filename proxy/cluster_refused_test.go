@@ -1,8 +1,14 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
+	"io"
+	"net"
+	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,36 +24,8 @@ import (
 // connection without the MULTI), not at EXEC.
 func TestClusterHeldMultiRefused(t *testing.T) {
 	const pw = "held-multi-pw"
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	t.Cleanup(cancel)
-	c, err := topology.StartCluster(ctx, topology.ClusterOptions{Password: pw})
-	if err != nil {
-		t.Fatalf("start cluster: %v", err)
-	}
-	t.Cleanup(func() { _ = c.Stop() })
-	seeds := c.Addrs()
-	fo := cluster.FetchOptions{Password: pw}
-	r := cluster.NewRouter(seeds, cluster.RouterOptions{FetchOptions: fo, RefreshInterval: time.Hour})
-	ch := r.Changed()
-	rctx, stop := context.WithCancel(context.Background())
-	r.Start(rctx)
-	t.Cleanup(func() { stop(); r.Close() })
-	<-ch
-	_, addr := startProxy(t, nil, func(o *Options) {
-		o.Source = nil
-		o.HoldTimeout = 10 * time.Second
-		o.Cluster = &ClusterOptions{Router: r, FetchCommands: func(ctx context.Context) (cluster.Table, error) {
-			return cluster.FetchCommands(ctx, seeds, fo)
-		}}
-	})
-	check := func(what string, got []string, want ...string) {
-		t.Helper()
-		for i := range want {
-			if !strings.HasPrefix(got[i], want[i]) {
-				t.Errorf("%s: reply %d = %q, want %q…", what, i+1, got[i], want[i])
-			}
-		}
-	}
+	addr, _ := startPasswordCluster(t, pw, false)
+	check := checkReplies(t)
 
 	t.Run("one pipeline", func(t *testing.T) {
 		cl := dialRedis(t, addr)
@@ -71,4 +49,138 @@ func TestClusterHeldMultiRefused(t *testing.T) {
 		check("after EXEC", pipeline(cl, []string{"GET", "held{2}"}, []string{"MULTI"}, []string{"SET", "held{2}", "c"}, []string{"EXEC"}, []string{"GET", "held{2}"}),
 			"$-1", "+OK", "+QUEUED", "*1", "$1\r\nc")
 	})
+}
+
+// TestClusterHeldMultiRefusedAfterRetry: the EXEC of a refused held MULTI
+// is answered once, also when the reply before it in the session was an
+// error passed on by a retry (CI, seed 1796385588149005044: that error
+// went out a second time after the EXECABORT, and every reply after it
+// answered the command before).
+func TestClusterHeldMultiRefusedAfterRetry(t *testing.T) {
+	const pw = "held-multi-pw"
+	addr, refused := startPasswordCluster(t, pw, true)
+	check := checkReplies(t)
+	cl := dialRedis(t, addr)
+	// The first GET is answered -LOADING on a connection that then
+	// closes; the proxy sends it again, and Redis answers -NOAUTH.
+	check("GET", pipeline(cl, []string{"GET", "held{3}"}), "-NOAUTH")
+	if !refused.Load() {
+		t.Fatal("no relay answered the first GET with -LOADING")
+	}
+	// PING is queued with the held MULTI, so that EXEC is the first
+	// command of the run that carries them (as in CI).
+	check("transaction", pipeline(cl, []string{"MULTI"}, []string{"PING"}, []string{"EXEC"},
+		[]string{"AUTH", pw}, []string{"GET", "held{3}"}),
+		"+OK", "+QUEUED", "-EXECABORT", "+OK", "$-1")
+}
+
+func checkReplies(t *testing.T) func(what string, got []string, want ...string) {
+	return func(what string, got []string, want ...string) {
+		t.Helper()
+		for i := range want {
+			if !strings.HasPrefix(got[i], want[i]) {
+				t.Errorf("%s: reply %d = %q, want %q…", what, i+1, got[i], want[i])
+			}
+		}
+	}
+}
+
+// startPasswordCluster starts a cluster whose nodes require pw, with a
+// relay in front of each master (what the proxy's slot map names), and a
+// proxy in front of it (shared connections off). With loadingOnce, the
+// relays answer the first chunk of requests with a GET in it -LOADING
+// instead, and close that connection; refused reports that they did.
+func startPasswordCluster(t *testing.T, pw string, loadingOnce bool) (addr string, refused *atomic.Bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	c, err := topology.StartCluster(ctx, topology.ClusterOptions{Password: pw})
+	if err != nil {
+		t.Fatalf("start cluster: %v", err)
+	}
+	t.Cleanup(func() { _ = c.Stop() })
+	seeds := c.Addrs()
+	fo := cluster.FetchOptions{Password: pw}
+	refused = new(atomic.Bool)
+	refused.Store(!loadingOnce)
+	var mu sync.Mutex
+	relays := map[string]string{}
+	fetch := func(ctx context.Context, addrs []string) (*cluster.Map, cluster.Source, error) {
+		m, src, err := cluster.Fetch(ctx, seeds, fo)
+		if err != nil {
+			return nil, src, err
+		}
+		out := *m
+		out.Shards = slices.Clone(m.Shards)
+		mu.Lock()
+		defer mu.Unlock()
+		for i := range out.Shards {
+			real := out.Shards[i].Master.Addr
+			if relays[real] == "" {
+				relays[real] = startLoadingRelay(t, real, refused)
+			}
+			out.Shards[i].Master.Addr = relays[real]
+		}
+		return &out, src, nil
+	}
+	r := cluster.NewRouter(seeds, cluster.RouterOptions{Fetch: fetch, RefreshInterval: time.Hour})
+	ch := r.Changed()
+	rctx, stop := context.WithCancel(context.Background())
+	r.Start(rctx)
+	t.Cleanup(func() { stop(); r.Close() })
+	<-ch
+	_, addr = startProxy(t, nil, func(o *Options) {
+		o.Source = nil
+		o.HoldTimeout = 10 * time.Second
+		o.SharedConns = 0
+		o.Cluster = &ClusterOptions{Router: r, FetchCommands: func(ctx context.Context) (cluster.Table, error) {
+			return cluster.FetchCommands(ctx, seeds, fo)
+		}}
+	})
+	return addr, refused
+}
+
+// startLoadingRelay relays connections to target, but for the first chunk
+// of requests with a GET in it over all relays (refused), which it answers
+// -LOADING, as a loading Redis does, and closes its connection.
+func startLoadingRelay(t *testing.T, target string, refused *atomic.Bool) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			down, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer down.Close()
+				up, err := net.Dial("tcp", target)
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				go io.Copy(down, up)
+				buf := make([]byte, 64<<10)
+				for {
+					n, err := down.Read(buf)
+					if n > 0 && bytes.Contains(buf[:n], []byte("GET")) && refused.CompareAndSwap(false, true) {
+						down.Write([]byte("-LOADING Redis is loading the dataset in memory\r\n"))
+						return
+					}
+					if n > 0 {
+						if _, err := up.Write(buf[:n]); err != nil {
+							return
+						}
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
 }

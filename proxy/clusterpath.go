@@ -277,6 +277,10 @@ func (s *session) answerLostClusterTx(cmd Command, kind cmdKind) error {
 // +OK for the MULTI, and saw the errors of the commands after it, so its
 // EXEC fails as after any error while queuing, and DISCARD succeeds.
 func (s *session) answerRefusedTx(b *backend, kind cmdKind) error {
+	// Nothing of this reply is held: replies reads rw's frame state
+	// after each command (CI, seed 1796385588149005044: a -LOADING left
+	// held by an earlier retry was passed on again here).
+	s.rw.frame()
 	if _, err := s.skipReply(b); err != nil {
 		return err
 	}

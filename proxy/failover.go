@@ -252,6 +252,7 @@ func (s *session) resolve(oldAddr string, cmds []Command, infos []cmdInfo, faile
 		if b != nil {
 			s.release(b)
 		}
+		s.rw.holding, s.rw.holdErrors = false, false // as replies leaves them
 		return nil
 	}
 }
