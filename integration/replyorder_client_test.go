@@ -209,10 +209,7 @@ func (c *roClient) pipeline(cmds []*roCmd) error {
 	for _, cmd := range cmds {
 		buf = append(buf, encode(cmd.args...)...)
 		c.log.add("p%d → %s", c.pno, shortArgs(cmd.args))
-		switch cmd.kind {
-		case kWatch:
-			c.watchTried = true
-		case kPublish:
+		if cmd.kind == kPublish {
 			c.published[cmd.tok] = false // its message may arrive from now on
 		}
 	}
@@ -289,6 +286,12 @@ func (c *roClient) message(v rval) (bool, error) {
 
 // check reads and checks the reply (or replies) to cmd.
 func (c *roClient) check(cmd *roCmd) error {
+	if cmd.kind == kWatch {
+		// Whatever its reply, a WATCH may leave the next EXEC null. Set
+		// here, in the order of the replies: an EXEC earlier in the
+		// same pipeline clears it (soak, seed 1796387053630158413).
+		c.watchTried = true
+	}
 	switch {
 	case inTx(cmd.kind) && c.tx != txNone:
 		return c.checkQueued(cmd)
