@@ -15,20 +15,30 @@ import (
 	"github.com/sentinel-proxy/sentinel-proxy/proxy/cluster"
 )
 
-// cutOnWatch relays connections to a node and cuts (both sides) any
-// connection that sends a WATCH, before the WATCH reaches the node: the
-// proxy sees the connection lost with the WATCH unanswered.
-type cutOnWatch struct {
-	ln    net.Listener
-	to    string
-	mu    sync.Mutex
-	cuts  int
-	conns []net.Conn
+// faultRelay relays connections to a node. A chunk of requests that
+// intercept picks is not forwarded: reply (if any) goes back instead, and
+// the connection is cut, both sides.
+type faultRelay struct {
+	ln        net.Listener
+	to        string
+	intercept func(chunk []byte) (reply []byte, cut bool)
+	mu        sync.Mutex
+	cuts      int
+	conns     []net.Conn
+}
+
+// startCutOnWatch relays to a node and cuts any connection that sends a
+// WATCH, before the WATCH reaches the node: the proxy sees the connection
+// lost with the WATCH unanswered.
+func startCutOnWatch(t *testing.T, to string) *faultRelay {
+	return startRelay(t, to, func(chunk []byte) ([]byte, bool) {
+		return nil, bytes.Contains(bytes.ToUpper(chunk), []byte("\r\nWATCH\r\n"))
+	})
 }
 
 // stop closes the listener and every relayed connection: the node is
 // unreachable from then on.
-func (c *cutOnWatch) stop() {
+func (c *faultRelay) stop() {
 	c.ln.Close()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -37,19 +47,19 @@ func (c *cutOnWatch) stop() {
 	}
 }
 
-func startCutOnWatch(t *testing.T, to string) *cutOnWatch {
+func startRelay(t *testing.T, to string, intercept func(chunk []byte) ([]byte, bool)) *faultRelay {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &cutOnWatch{ln: ln, to: to}
+	c := &faultRelay{ln: ln, to: to, intercept: intercept}
 	t.Cleanup(func() { ln.Close() })
 	go c.accept()
 	return c
 }
 
-func (c *cutOnWatch) accept() {
+func (c *faultRelay) accept() {
 	for {
 		in, err := c.ln.Accept()
 		if err != nil {
@@ -73,13 +83,14 @@ func (c *cutOnWatch) accept() {
 			buf := make([]byte, 64<<10)
 			for {
 				n, err := in.Read(buf)
-				if n > 0 && bytes.Contains(bytes.ToUpper(buf[:n]), []byte("\r\nWATCH\r\n")) {
-					c.mu.Lock()
-					c.cuts++
-					c.mu.Unlock()
-					return
-				}
 				if n > 0 {
+					if reply, cut := c.intercept(buf[:n]); cut {
+						c.mu.Lock()
+						c.cuts++
+						c.mu.Unlock()
+						_, _ = in.Write(reply)
+						return
+					}
 					if _, err := out.Write(buf[:n]); err != nil {
 						return
 					}
@@ -92,7 +103,7 @@ func (c *cutOnWatch) accept() {
 	}
 }
 
-func (c *cutOnWatch) count() int {
+func (c *faultRelay) count() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.cuts

@@ -3,8 +3,6 @@ package proxy
 import (
 	"bytes"
 	"context"
-	"io"
-	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -117,7 +115,14 @@ func startPasswordCluster(t *testing.T, pw string, loadingOnce bool) (addr strin
 		for i := range out.Shards {
 			real := out.Shards[i].Master.Addr
 			if relays[real] == "" {
-				relays[real] = startLoadingRelay(t, real, refused)
+				// The first chunk with a GET over all relays is answered
+				// -LOADING, as a loading Redis does, and its connection cut.
+				relays[real] = startRelay(t, real, func(chunk []byte) ([]byte, bool) {
+					if bytes.Contains(chunk, []byte("GET")) && refused.CompareAndSwap(false, true) {
+						return []byte("-LOADING Redis is loading the dataset in memory\r\n"), true
+					}
+					return nil, false
+				}).ln.Addr().String()
 			}
 			out.Shards[i].Master.Addr = relays[real]
 		}
@@ -138,49 +143,4 @@ func startPasswordCluster(t *testing.T, pw string, loadingOnce bool) (addr strin
 		}}
 	})
 	return addr, refused
-}
-
-// startLoadingRelay relays connections to target, but for the first chunk
-// of requests with a GET in it over all relays (refused), which it answers
-// -LOADING, as a loading Redis does, and closes its connection.
-func startLoadingRelay(t *testing.T, target string, refused *atomic.Bool) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			down, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer down.Close()
-				up, err := net.Dial("tcp", target)
-				if err != nil {
-					return
-				}
-				defer up.Close()
-				go io.Copy(down, up)
-				buf := make([]byte, 64<<10)
-				for {
-					n, err := down.Read(buf)
-					if n > 0 && bytes.Contains(buf[:n], []byte("GET")) && refused.CompareAndSwap(false, true) {
-						down.Write([]byte("-LOADING Redis is loading the dataset in memory\r\n"))
-						return
-					}
-					if n > 0 {
-						if _, err := up.Write(buf[:n]); err != nil {
-							return
-						}
-					}
-					if err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
-	return ln.Addr().String()
 }
