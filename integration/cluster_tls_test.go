@@ -46,16 +46,26 @@ func startTLSCluster(t *testing.T, pki *testpki.Files, certFile, keyFile string,
 	}
 	tc := &tlsCluster{tlsTopo: newTLSProcs(t, clientTLS), ids: map[string]string{}}
 	for i := range 6 {
-		port, bus := freeLoopbackPort(t), freeLoopbackPort(t)
 		name := "node-" + strconv.Itoa(i+1)
-		tc.nodes = append(tc.nodes, tlsJoin(port))
-		tc.start(t, name, server, append(tlsOnlyConf(pki, port),
-			"tls-cluster yes", // the cluster bus is TLS too
-			"cluster-enabled yes", "cluster-config-file "+name+"-nodes.conf",
-			"cluster-port "+strconv.Itoa(bus), "cluster-node-timeout 2000",
-			// See topology.clusterConfig.
-			"cluster-replica-validity-factor 0", "repl-ping-replica-period 1",
-			`save ""`, "appendonly no", "repl-diskless-sync yes", "repl-diskless-sync-delay 0"))
+		for attempt := 1; ; attempt++ {
+			port, bus := freeLoopbackPort(t), freeLoopbackPort(t)
+			exited := tc.start(t, name, server, append(tlsOnlyConf(pki, port),
+				"tls-cluster yes", // the cluster bus is TLS too
+				"cluster-enabled yes", "cluster-config-file "+name+"-nodes.conf",
+				"cluster-port "+strconv.Itoa(bus), "cluster-node-timeout 2000",
+				// See topology.clusterConfig.
+				"cluster-replica-validity-factor 0", "repl-ping-replica-period 1",
+				`save ""`, "appendonly no", "repl-diskless-sync yes", "repl-diskless-sync-delay 0"))
+			if !tc.bindFailed(t, name, exited) {
+				tc.nodes = append(tc.nodes, tlsJoin(port))
+				break
+			}
+			if attempt == 5 {
+				t.Fatalf("%s: a port taken by another process, 5 times", name)
+			}
+			t.Logf("%s: port %d or %d taken, trying others", name, port, bus)
+			os.Remove(filepath.Join(tc.dir, name+"-nodes.conf")) // it names the ports tried
+		}
 	}
 	for _, n := range tc.nodes {
 		tc.waitCmd(t, n, 15*time.Second, n+" up", func(ctx context.Context, c *redis.Client) error {

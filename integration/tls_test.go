@@ -129,7 +129,9 @@ func newTLSProcs(t *testing.T, clientTLS *tls.Config) *tlsTopo {
 
 // start writes conf and runs bin on it in its own process group, killed
 // (by PID) when the test ends, or by the kernel if the test binary dies.
-func (tp *tlsTopo) start(t *testing.T, name, bin string, conf []string) {
+// start starts a node; the channel it returns is closed when the process
+// has exited.
+func (tp *tlsTopo) start(t *testing.T, name, bin string, conf []string) <-chan struct{} {
 	t.Helper()
 	conf = append(conf, "dir "+tp.dir, `logfile ""`)
 	path := filepath.Join(tp.dir, name+".conf")
@@ -150,10 +152,36 @@ func (tp *tlsTopo) start(t *testing.T, name, bin string, conf []string) {
 		t.Fatalf("start %s: %v", name, err)
 	}
 	tp.logs[name] = logPath
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
+		<-exited
 	})
+	return exited
+}
+
+// bindFailed waits until the node name logs that it is ready, or exits, and
+// reports whether it exited because a port of its was taken (another
+// process can take a port between freeLoopbackPort and the node's bind).
+func (tp *tlsTopo) bindFailed(t *testing.T, name string, exited <-chan struct{}) bool {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-exited:
+			b, _ := os.ReadFile(tp.logs[name])
+			return strings.Contains(string(b), "Address already in use")
+		case <-time.After(20 * time.Millisecond):
+		}
+		if b, _ := os.ReadFile(tp.logs[name]); strings.Contains(string(b), "Ready to accept connections") {
+			return false
+		}
+	}
+	return false
 }
 
 // client is a go-redis client straight to a TLS node, with the client
