@@ -128,19 +128,6 @@ func startPasswordCluster(t *testing.T, pw string, loadingOnce bool) (addr strin
 		}
 		return &out, src, nil
 	}
-	r := cluster.NewRouter(seeds, cluster.RouterOptions{Fetch: fetch, RefreshInterval: time.Hour})
-	ch := r.Changed()
-	rctx, stop := context.WithCancel(context.Background())
-	r.Start(rctx)
-	t.Cleanup(func() { stop(); r.Close() })
-	<-ch
-	_, addr = startProxy(t, nil, func(o *Options) {
-		o.Source = nil
-		o.HoldTimeout = 10 * time.Second
-		o.SharedConns = 0
-		o.Cluster = &ClusterOptions{Router: r, FetchCommands: func(ctx context.Context) (cluster.Table, error) {
-			return cluster.FetchCommands(ctx, seeds, fo)
-		}}
-	})
+	_, _, addr = proxyForCluster(t, seeds, fo, fetch, func(o *Options) { o.SharedConns = 0 })
 	return addr, refused
 }

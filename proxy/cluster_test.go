@@ -28,8 +28,16 @@ func startClusterProxy(t *testing.T, mod func(*Options)) (*topology.Cluster, *cl
 		t.Fatalf("start cluster: %v", err)
 	}
 	t.Cleanup(func() { _ = c.Stop() })
-	seeds := c.Addrs()[:3]
-	r := cluster.NewRouter(seeds, cluster.RouterOptions{RefreshInterval: time.Hour})
+	r, srv, addr := proxyForCluster(t, c.Addrs()[:3], cluster.FetchOptions{}, nil, mod)
+	return c, r, srv, addr
+}
+
+// proxyForCluster starts a router over seeds that refreshes only when told
+// (fetching with fetch, or with fo when fetch is nil), waits for its first
+// slot map, and starts a proxy in front of it.
+func proxyForCluster(t *testing.T, seeds []string, fo cluster.FetchOptions, fetch cluster.FetchFunc, mod func(*Options)) (*cluster.Router, *Server, string) {
+	t.Helper()
+	r := cluster.NewRouter(seeds, cluster.RouterOptions{FetchOptions: fo, Fetch: fetch, RefreshInterval: time.Hour})
 	ch := r.Changed()
 	rctx, stop := context.WithCancel(context.Background())
 	r.Start(rctx)
@@ -39,13 +47,13 @@ func startClusterProxy(t *testing.T, mod func(*Options)) (*topology.Cluster, *cl
 		o.Source = nil
 		o.HoldTimeout = 10 * time.Second
 		o.Cluster = &ClusterOptions{Router: r, FetchCommands: func(ctx context.Context) (cluster.Table, error) {
-			return cluster.FetchCommands(ctx, seeds, cluster.FetchOptions{})
+			return cluster.FetchCommands(ctx, seeds, fo)
 		}}
 		if mod != nil {
 			mod(o)
 		}
 	})
-	return c, r, srv, addr
+	return r, srv, addr
 }
 
 // pipeline sends cmds in one write and returns their replies.
