@@ -129,8 +129,7 @@ func newTLSProcs(t *testing.T, clientTLS *tls.Config) *tlsTopo {
 
 // start writes conf and runs bin on it in its own process group, killed
 // (by PID) when the test ends, or by the kernel if the test binary dies.
-// start starts a node; the channel it returns is closed when the process
-// has exited.
+// The channel it returns is closed when the process has exited.
 func (tp *tlsTopo) start(t *testing.T, name, bin string, conf []string) <-chan struct{} {
 	t.Helper()
 	conf = append(conf, "dir "+tp.dir, `logfile ""`)
